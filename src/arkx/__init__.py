@@ -1,0 +1,27 @@
+"""arkx: one chest X-ray foundation model from many differently labelled public datasets.
+
+The public API (see :mod:`arkx.api`): ``pretrain``, ``resume``, ``load_model``, ``teacher_encoder``,
+``read_dataset``, ``inspect_dataset``, ``synthesize``, ``load_config``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "pretrain": "arkx.api", "resume": "arkx.api", "load_model": "arkx.api", "teacher_encoder": "arkx.api",
+    "inspect_dataset": "arkx.api", "synthesize": "arkx.api", "export_model": "arkx.api",
+    "read_dataset": "arkx.data.adapters", "load_config": "arkx.config", "ArkConfig": "arkx.config",
+    "build_model": "arkx.models.ark", "ArkModel": "arkx.models.ark",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    # Imported lazily so `arkx --help` and `import arkx` stay fast (torch and timm load on first use).
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'arkx' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Data: dataset adapters (official layouts -> Records), image IO, prepared cache, transforms, synthesis."""

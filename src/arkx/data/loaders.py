@@ -1,0 +1,129 @@
+"""From a dataset entry of the config to batches: read records, prepare the cache, make loaders.
+
+Training always reads the prepared cache (uint8 arrays, memory-mapped): originals are decoded once,
+corrupt files are skipped there with a warning and counted, and every epoch after that costs a
+memory copy per image. Randomness lives in the main process (sampler order, augmentation, label
+smoothing), seeded per schedule step, so DataLoader workers are pure readers and results do not
+depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .adapters import read_dataset
+from .records import Records
+
+log = logging.getLogger("arkx.data")
+
+
+@dataclass
+class PreparedDataset:
+    """One dataset ready for training: its records, its cache, and which images are usable."""
+
+    name: str  # head name
+    records: Records
+    images: "PreparedImages"  # noqa: F821  (arkx.data.cache; anything with ok/failures/__getitem__)
+    uncertain: str = "ones"
+    lsr_ones_range: tuple[float, float] = (0.55, 0.85)
+    lsr_zeros_range: tuple[float, float] = (0.0, 0.3)
+    train_cap: int | None = None
+    cap_seed: int = 0
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (image_id, path, reason)
+
+    @property
+    def task(self):
+        return self.records.task
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of usable images in ``split`` (train may be capped by a seeded subset)."""
+        in_split = self.records.images["split"].to_numpy() == split
+        idx = np.flatnonzero(in_split & self.images.ok)
+        if split == "train" and self.train_cap is not None and len(idx) > self.train_cap:
+            rng = np.random.default_rng(self.cap_seed)
+            idx = np.sort(rng.choice(idx, size=self.train_cap, replace=False))
+        return idx
+
+
+class CachedImages(Dataset):
+    """``(uint8 [1, S, S], float32 labels [L], row index)`` for chosen rows of a prepared cache."""
+
+    def __init__(self, images: PreparedImages, labels: np.ndarray, indices: np.ndarray):
+        self.images = images
+        self.labels = np.ascontiguousarray(labels, dtype=np.float32)
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        row = int(self.indices[i])
+        image = torch.from_numpy(np.array(self.images[row], dtype=np.uint8, copy=True)).unsqueeze(0)
+        return image, torch.from_numpy(self.labels[row]), row
+
+
+class SeededShuffle(Sampler[int]):
+    """A permutation drawn from a seed that the engine sets before each epoch (resume-exact)."""
+
+    def __init__(self, length: int, limit: int | None = None):
+        self.length = length
+        self.limit = limit
+        self.seed = 0
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return self.length if self.limit is None else min(self.length, self.limit)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(self.length, generator=g).tolist()
+        return iter(order[: len(self)])
+
+
+def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True) -> PreparedDataset:
+    """Read one configured dataset and prepare (or reuse) its cache at the configured size."""
+    from .cache import cache_key, prepare
+
+    records = read_dataset(ds_cfg.type, ds_cfg.root, **ds_cfg.options)
+    if records.task is None:
+        raise ValueError(f"dataset {ds_cfg.head_name!r} ({ds_cfg.type}) has no classification labels")
+    size = data_cfg.resolved_cache_size
+    cache_dir = Path(cache_root) / cache_key(records, size)
+    images = prepare(records, cache_dir, size, workers=data_cfg.prepare_workers, progress=progress,
+                     fail_fraction=data_cfg.fail_fraction)
+    skipped = list(images.failures)
+    if skipped:
+        log.warning("%s: %d unreadable image(s) skipped, e.g. %s (%s)", ds_cfg.head_name, len(skipped),
+                    skipped[0][1], skipped[0][2])
+    return PreparedDataset(
+        name=ds_cfg.head_name, records=records, images=images, uncertain=ds_cfg.uncertain,
+        lsr_ones_range=tuple(ds_cfg.lsr_ones_range), lsr_zeros_range=tuple(ds_cfg.lsr_zeros_range),
+        train_cap=ds_cfg.max_train_images, cap_seed=seed, skipped=skipped,
+    )
+
+
+def make_loader(dataset: PreparedDataset, split: str, batch_size: int, workers: int, *, train: bool,
+                max_batches: int | None = None, pin_memory: bool = False) -> DataLoader:
+    """A loader over one split. Train loaders shuffle with a :class:`SeededShuffle` and drop a last
+    partial batch (unless the split is smaller than one batch); eval loaders keep order and all rows."""
+    data = CachedImages(dataset.images, dataset.records.labels, dataset.indices(split))
+    if len(data) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no usable images in split {split!r}")
+    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+                  persistent_workers=workers > 0)
+    if workers > 0:
+        kwargs["prefetch_factor"] = 4
+    if not train:
+        return DataLoader(data, shuffle=False, drop_last=False, **kwargs)
+    drop_last = len(data) >= batch_size
+    limit = max_batches * batch_size if max_batches else None
+    sampler = SeededShuffle(len(data), limit)
+    return DataLoader(data, sampler=sampler, drop_last=drop_last, **kwargs)

@@ -1,0 +1,128 @@
+"""The one schema every dataset adapter returns.
+
+An adapter reads a provider's folder *as shipped* and returns :class:`Records`: one row per image
+(with patient, split, view, sex, age) plus the raw targets of each task. Raw means as the provider
+wrote them: classification labels are 1 (positive), 0 (negative), -1 (uncertain) or NaN (not
+labelled). Label *policies* (uncertain -> ones, label smoothing, ...) are applied later, when batches
+are made, so ``arkx datasets inspect`` can always report what is really on disk.
+
+Label names travel with the labels: a head is built from ``Task.label_names`` and every output
+(metrics, CSVs, predictions) is named from the same tuple, never re-typed (METHOD.md §5: the authors'
+MIMIC head was in alphabetical order while everything named it in CheXpert order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+TaskKind = Literal["multilabel", "multiclass"]
+
+#: Columns every ``Records.images`` frame has, in this order.
+IMAGE_COLUMNS = ("image_id", "path", "patient_id", "split", "view", "sex", "age")
+
+
+class DatasetFormatError(ValueError):
+    """A dataset folder does not match the provider's layout (names the file, row and what was expected)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One classification task of a dataset: its kind and its label names in head order.
+
+    ``multilabel``: sigmoid per label, targets in {1, 0, -1, NaN}.
+    ``multiclass``: softmax over ``label_names``; targets are one-hot rows (all NaN when missing).
+    """
+
+    name: str
+    kind: TaskKind
+    label_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"task {self.name!r}: duplicated label names {self.label_names}")
+        if self.kind not in ("multilabel", "multiclass"):
+            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class Records:
+    """What an adapter read from one dataset folder.
+
+    Attributes:
+        dataset: adapter name (``chexpert``, ``nih14``, ...).
+        root: the dataset folder as the provider ships it; ``images.path`` is relative to it.
+        images: one row per image with :data:`IMAGE_COLUMNS`. ``split`` is one of :data:`SPLITS`;
+            ``sex`` is ``"M"``, ``"F"`` or ``None``; ``age`` is a float in years or NaN;
+            ``view`` is the provider's view code (``PA``, ``AP``, ``LATERAL``, ...) or ``None``.
+        task: the classification task (``None`` for datasets without image-level labels).
+        labels: float32 array ``[n_images, task.num_outputs]`` aligned with ``images`` rows.
+        boxes: optional frame with columns ``image_id, label, x_min, y_min, x_max, y_max`` in pixel
+            coordinates of the image file (and optionally ``reader``).
+        split_source: how splits were obtained: ``"official"`` (provider's split files) or
+            ``"seeded-patient"`` (seeded patient-level split made by arkx; the seed is recorded).
+        notes: free-form facts worth reporting (e.g. aggregation rule for several readers).
+    """
+
+    dataset: str
+    root: Path
+    images: pd.DataFrame
+    task: Task | None
+    labels: np.ndarray
+    boxes: pd.DataFrame | None = None
+    split_source: str = "official"
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        missing = [c for c in IMAGE_COLUMNS if c not in self.images.columns]
+        if missing:
+            raise ValueError(f"{self.dataset}: records are missing columns {missing}")
+        self.images = self.images.reset_index(drop=True)
+        self.labels = np.asarray(self.labels, dtype=np.float32)
+        n_out = self.task.num_outputs if self.task else 0
+        if self.labels.shape != (len(self.images), n_out):
+            raise ValueError(
+                f"{self.dataset}: labels have shape {self.labels.shape}, expected {(len(self.images), n_out)}"
+            )
+        bad_split = set(self.images["split"].unique()) - set(SPLITS)
+        if bad_split:
+            raise ValueError(f"{self.dataset}: unknown split values {sorted(bad_split)}; expected {SPLITS}")
+        dup = self.images["image_id"].duplicated()
+        if dup.any():
+            first = self.images.loc[dup, "image_id"].iloc[0]
+            raise DatasetFormatError(f"{self.dataset}: image id {first!r} appears more than once")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.task.label_names if self.task else ()
+
+    def split(self, name: str) -> Records:
+        """The subset of one split (a new Records; boxes filtered to its images)."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return self.subset(self.images["split"].to_numpy() == name)
+
+    def subset(self, mask: np.ndarray) -> Records:
+        mask = np.asarray(mask, dtype=bool)
+        images = self.images.loc[mask].reset_index(drop=True)
+        boxes = None
+        if self.boxes is not None:
+            boxes = self.boxes[self.boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
+        return dataclasses.replace(self, images=images, labels=self.labels[mask], boxes=boxes)
+
+    def absolute_paths(self) -> list[Path]:
+        return [self.root / p for p in self.images["path"]]

@@ -1,0 +1,51 @@
+"""Running a model over a loader to get scores (sigmoid or softmax per head) and targets."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from ..data.transforms import eval_view
+
+
+@torch.no_grad()
+def predict_head(model, loader, head: str, kind: str, device: torch.device, image_size: int,
+                 autocast=contextlib.nullcontext, channels_last: bool = False):
+    """``(scores [n, L], targets [n, L], rows [n])`` for one head over an eval loader."""
+    was_training = model.training
+    model.eval()
+    scores, targets, rows = [], [], []
+    try:
+        for images, labels, idx in loader:
+            x = eval_view(images.to(device, non_blocking=True), image_size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                _, logits = model(x, head)
+            logits = logits.float()
+            probs = torch.softmax(logits, dim=1) if kind == "multiclass" else torch.sigmoid(logits)
+            scores.append(probs.cpu().numpy())
+            targets.append(labels.numpy())
+            rows.append(idx.numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(scores), np.concatenate(targets), np.concatenate(rows)
+
+
+@torch.no_grad()
+def embed_loader(model, loader, device: torch.device, image_size: int, autocast=contextlib.nullcontext):
+    """``(embeddings [n, D], rows [n])``: the projector output of every image of a loader."""
+    was_training = model.training
+    model.eval()
+    out, rows = [], []
+    try:
+        for images, _, idx in loader:
+            with autocast():
+                z = model.embed(eval_view(images.to(device, non_blocking=True), image_size))
+            out.append(z.float().cpu().numpy())
+            rows.append(idx.numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out), np.concatenate(rows)

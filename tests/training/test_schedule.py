@@ -1,0 +1,48 @@
+import math
+
+import pytest
+
+from arkx.training.schedule import (CONCURRENT, build_schedule, consistency_weight, ema_momentum, learning_rate,
+                                    progress_in_rounds)
+
+
+def test_cyclic_schedule_visits_each_dataset_once_per_round_in_order():
+    steps = build_schedule("cyclic", ["mimic", "chexpert", "nih"], rounds=3)
+    assert [s.dataset for s in steps] == ["mimic", "chexpert", "nih"] * 3
+    assert [s.round for s in steps] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [s.index for s in steps] == list(range(9))
+
+
+def test_concurrent_schedule_has_one_mixed_step_per_round():
+    steps = build_schedule("concurrent", ["a", "b"], rounds=4)
+    assert [s.dataset for s in steps] == [CONCURRENT] * 4
+
+
+def test_unknown_mode_rejected():
+    with pytest.raises(ValueError):
+        build_schedule("sequential", ["a"], 1)
+
+
+def test_learning_rate_warmup_then_cosine():
+    kw = dict(base=0.3, rounds=10, warmup=2, schedule="cosine")
+    assert learning_rate(0.0, **kw) == 0.0
+    assert math.isclose(learning_rate(1.0, **kw), 0.15)
+    assert math.isclose(learning_rate(2.0, **kw), 0.3)
+    assert math.isclose(learning_rate(6.0, **kw), 0.15)
+    assert math.isclose(learning_rate(10.0, **kw), 0.0, abs_tol=1e-12)
+
+
+def test_progress_counts_datasets_and_iterations():
+    steps = build_schedule("cyclic", ["a", "b"], rounds=2)
+    assert progress_in_rounds(steps[0], 0, 10) == 0.0
+    assert progress_in_rounds(steps[1], 5, 10) == 0.75
+    assert progress_in_rounds(steps[3], 0, 10) == 1.5
+
+
+def test_ema_and_consistency_ramps():
+    assert ema_momentum(0.0, start=0.9, end=1.0, schedule="cosine") == 0.9
+    assert math.isclose(ema_momentum(0.5, start=0.9, end=1.0, schedule="cosine"), 0.95)
+    assert ema_momentum(0.7, start=0.9, end=1.0, schedule="constant") == 0.9
+    assert consistency_weight(0.0, weight=0.5, ramp="cosine") == 0.0
+    assert math.isclose(consistency_weight(1.0, weight=0.5, ramp="cosine"), 0.5)
+    assert consistency_weight(0.2, weight=0.5, ramp="constant") == 0.5
