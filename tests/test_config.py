@@ -67,7 +67,7 @@ def test_overrides_and_relative_roots(tmp_path):
     assert cfg.training.rounds == 8 and cfg.training.ema.momentum_start == 0.5
     assert cfg.datasets[0].uncertain == "lsr-ones"
     assert cfg.datasets[0].root == (tmp_path / "data").resolve()
-    with pytest.raises(ConfigError, match=r"cfg.yaml.*training.rounds"):
+    with pytest.raises(ConfigError, match=r"(?s)cfg.yaml.*training.rounds"):
         load_config(path, ["training.rounds=zero"])
     with pytest.raises(ConfigError, match="list index"):
         apply_overrides({"datasets": []}, ["datasets.3.root=x"])

@@ -28,8 +28,8 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="synthesize data, pretrain Ark on the CPU, print the comparison table")
     p.add_argument("--out", type=Path, default=Path("arkx-demo"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=240, help="images per synthetic dataset")
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--n", type=int, default=500, help="images per synthetic dataset")
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--no-baselines", action="store_true", help="skip the single-dataset baselines")
 
 

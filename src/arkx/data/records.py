@@ -69,6 +69,11 @@ class Records:
         labels: float32 array ``[n_images, task.num_outputs]`` aligned with ``images`` rows.
         boxes: optional frame with columns ``image_id, label, x_min, y_min, x_max, y_max`` in pixel
             coordinates of the image file (and optionally ``reader``).
+        masks: optional frame, one row per (image, structure) mask, with columns ``image_id, label,
+            kind`` and the mask's source: ``kind="file"`` -> ``path`` (relative to root, nonzero =
+            inside), ``kind="rle"`` -> ``rle``, ``encoding`` (``"kaggle-siim"``, ``"coco"``, ...),
+            ``height``, ``width``; ``kind="polygon"`` -> ``polygon`` (flat x,y list in file pixels),
+            ``height``, ``width``. Decoding lives in ``arkx.data.masks``; adapters only reference.
         split_source: how splits were obtained: ``"official"`` (provider's split files) or
             ``"seeded-patient"`` (seeded patient-level split made by arkx; the seed is recorded).
         notes: free-form facts worth reporting (e.g. aggregation rule for several readers).
@@ -80,6 +85,7 @@ class Records:
     task: Task | None
     labels: np.ndarray
     boxes: pd.DataFrame | None = None
+    masks: pd.DataFrame | None = None
     split_source: str = "official"
     notes: dict[str, object] = field(default_factory=dict)
 
@@ -119,10 +125,13 @@ class Records:
     def subset(self, mask: np.ndarray) -> Records:
         mask = np.asarray(mask, dtype=bool)
         images = self.images.loc[mask].reset_index(drop=True)
-        boxes = None
-        if self.boxes is not None:
-            boxes = self.boxes[self.boxes["image_id"].isin(set(images["image_id"]))].reset_index(drop=True)
-        return dataclasses.replace(self, images=images, labels=self.labels[mask], boxes=boxes)
+        keep = set(images["image_id"])
+
+        def filtered(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+            return None if frame is None else frame[frame["image_id"].isin(keep)].reset_index(drop=True)
+
+        return dataclasses.replace(self, images=images, labels=self.labels[mask], boxes=filtered(self.boxes),
+                                   masks=filtered(self.masks))
 
     def absolute_paths(self) -> list[Path]:
         return [self.root / p for p in self.images["path"]]

@@ -115,3 +115,110 @@ def normalise_sex(values: Iterable[object]) -> list[str | None]:
         key = str(v).strip().lower() if v is not None and not (isinstance(v, float) and np.isnan(v)) else ""
         out.append(mapping.get(key))
     return out
+
+
+# ------------------------------------------------------------------------- added for the adapters
+
+
+def first_existing(root: Path, candidates: Sequence[str], dataset: str) -> Path:
+    """The first of ``candidates`` (relative to ``root``) that exists, or an error listing them all."""
+    for rel in candidates:
+        if (root / rel).is_file():
+            return root / rel
+    raise DatasetFormatError(f"{dataset}: expected one of {[str(root / c) for c in candidates]} (none found)")
+
+
+def resolve_columns(
+    columns: Sequence[str], wanted: Sequence[str], aliases: dict[str, Sequence[str]], path: Path, dataset: str
+) -> list[str]:
+    """The file's column name for each ``wanted`` name (itself, or one of its declared ``aliases``)."""
+    present = set(columns)
+    out = []
+    for name in wanted:
+        options = [name, *aliases.get(name, ())]
+        hit = next((c for c in options if c in present), None)
+        if hit is None:
+            raise DatasetFormatError(f"{dataset}: {path} lacks label column {name!r} (accepted spellings {options})")
+        out.append(hit)
+    return out
+
+
+def images_frame(**columns) -> pd.DataFrame:
+    """A ``Records.images`` frame; text columns stay ``object`` so missing values are ``None``, not NaN."""
+    frame = pd.DataFrame({k: pd.Series(list(v), dtype=object) for k, v in columns.items() if k != "age"})
+    frame["age"] = pd.to_numeric(pd.Series(list(columns["age"]), dtype=object), errors="coerce").astype(float)
+    return frame[["image_id", "path", "patient_id", "split", "view", "sex", "age"]]
+
+
+def none_if_missing(values: Iterable[object]) -> list[object]:
+    """NaN / blank -> None, other values unchanged (for view columns read from CSVs)."""
+    out: list[object] = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            out.append(None)
+        else:
+            out.append(v.strip() if isinstance(v, str) else v)
+    return out
+
+
+def parse_age(value: object) -> float:
+    """An age in years from ``57``, ``"057Y"``, ``"8M"`` (months), ``"3W"``, ``"10D"``; NaN if unparseable."""
+    if value is None:
+        return float("nan")
+    text = str(value).strip().upper()
+    units = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+    scale = 1.0
+    if text and text[-1] in units:
+        scale, text = units[text[-1]], text[:-1]
+    try:
+        years = float(text) / scale
+    except ValueError:
+        return float("nan")
+    return years if np.isfinite(years) and years >= 0 else float("nan")
+
+
+#: DICOM header tags adapters read (header only, never pixels)
+DICOM_META_TAGS = ("PatientSex", "PatientAge", "ViewPosition")
+
+
+def read_dicom_metadata(paths: Sequence[Path]) -> tuple[list[dict[str, object]], int]:
+    """Sex / age / view from DICOM headers (``stop_before_pixels``); returns (rows, unreadable count).
+
+    A file that is absent or not DICOM gives ``{}`` (its fields stay unknown) and is counted, so the
+    adapter can report it; whether images exist is checked by :func:`check_images_exist`.
+    """
+    import pydicom  # imported lazily: only adapters of DICOM datasets need it
+
+    rows: list[dict[str, object]] = []
+    unreadable = 0
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(DICOM_META_TAGS))
+        except (OSError, ValueError, AttributeError, pydicom.errors.InvalidDicomError):
+            unreadable += 1
+            rows.append({})
+            continue
+        view = str(ds.get("ViewPosition", "") or "").strip().upper() or None
+        rows.append(
+            {
+                "sex": normalise_sex([str(ds.get("PatientSex", "") or "")])[0],
+                "age": parse_age(ds.get("PatientAge", None)),
+                "view": view,
+            }
+        )
+    return rows, unreadable
+
+
+def check_images_exist(records, max_listed: int = 5) -> None:
+    """Raise one DatasetFormatError with the count of missing image files and the first few paths."""
+    import os
+
+    root = str(records.root)
+    missing = [p for p in records.images["path"] if not os.path.exists(os.path.join(root, p))]
+    if missing:
+        listed = ", ".join(missing[:max_listed])
+        more = f" (and {len(missing) - max_listed} more)" if len(missing) > max_listed else ""
+        raise DatasetFormatError(
+            f"{records.dataset}: {len(missing)} of {len(records.images)} image files are missing under "
+            f"{records.root}: {listed}{more}"
+        )

@@ -1,0 +1,144 @@
+"""MetaImage (``.mha`` / ``.mhd`` + raw) reading and writing without SimpleITK.
+
+NODE21 ships its radiographs as ``.mha``: a text header of ``Key = Value`` lines ending with
+``ElementDataFile = LOCAL``, followed by the raw pixel bytes (optionally zlib-compressed). ``.mhd``
+files name a separate data file instead of ``LOCAL``. Image decoding belongs to ``arkx.data.io``;
+this module gives it :func:`read_mha` (raw values, no normalisation) to call for these suffixes.
+
+Array layout: ``DimSize = x y [z]`` (fastest axis first) is returned as a C-order array of shape
+``(z, y, x)`` / ``(y, x)``, i.e. ``[rows, cols]`` for a 2-D radiograph. A 3-D image with a single
+slice (``DimSize = x y 1``) keeps its 3-D shape; callers that want 2-D squeeze it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MetaImageError", "read_mha", "read_mha_header", "write_mha", "MET_TYPES"]
+
+#: MetaImage element types -> numpy dtypes (byte order applied separately)
+MET_TYPES = {
+    "MET_UCHAR": np.uint8, "MET_CHAR": np.int8, "MET_USHORT": np.uint16, "MET_SHORT": np.int16,
+    "MET_UINT": np.uint32, "MET_INT": np.int32, "MET_ULONG": np.uint32, "MET_LONG": np.int32,
+    "MET_ULONG_LONG": np.uint64, "MET_LONG_LONG": np.int64, "MET_FLOAT": np.float32, "MET_DOUBLE": np.float64,
+}  # fmt: skip
+_DTYPE_TO_MET = {np.dtype(v): k for k, v in reversed(list(MET_TYPES.items()))}
+_MAX_HEADER = 64 * 1024
+
+
+class MetaImageError(ValueError):
+    """A MetaImage file is malformed or uses a feature this reader does not support."""
+
+
+def _parse_header(data: bytes, path: Path) -> tuple[dict[str, str], int]:
+    header: dict[str, str] = {}
+    pos = 0
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0 or pos > _MAX_HEADER:
+            raise MetaImageError(f"{path}: no 'ElementDataFile' line in the MetaImage header")
+        line = data[pos:end].decode("latin-1").strip()
+        pos = end + 1
+        if not line:
+            continue
+        if "=" not in line:
+            raise MetaImageError(f"{path}: header line {line[:60]!r} is not 'Key = Value'")
+        key, value = (part.strip() for part in line.split("=", 1))
+        header[key] = value
+        if key == "ElementDataFile":
+            return header, pos
+
+
+def read_mha_header(path: str | Path) -> dict[str, str]:
+    """The header fields of a ``.mha``/``.mhd`` file (strings, as written)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(_MAX_HEADER)
+    return _parse_header(head, path)[0]
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def read_mha(path: str | Path) -> np.ndarray:
+    """Pixel array of a MetaImage file, raw values in the file's element type (see the module docstring)."""
+    path = Path(path)
+    data = path.read_bytes()
+    header, offset = _parse_header(data, path)
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        ndims = int(header.get("NDims", len(dims)))
+        etype = header["ElementType"]
+    except (KeyError, ValueError) as err:
+        raise MetaImageError(f"{path}: header lacks or garbles {err}") from None
+    if ndims != len(dims):
+        raise MetaImageError(f"{path}: NDims = {ndims} but DimSize has {len(dims)} values")
+    if etype not in MET_TYPES:
+        raise MetaImageError(f"{path}: unsupported ElementType {etype!r}")
+    channels = int(header.get("ElementNumberOfChannels", "1"))
+    msb = _truthy(header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False")))
+    dtype = np.dtype(MET_TYPES[etype]).newbyteorder(">" if msb else "<")
+    source = header["ElementDataFile"]
+    if source.upper() == "LOCAL":
+        raw = data[offset:]
+    else:
+        if source.upper().startswith("LIST") or "%" in source:
+            raise MetaImageError(f"{path}: multi-file ElementDataFile {source!r} is not supported")
+        raw_path = path.parent / source
+        if not raw_path.is_file():
+            raise MetaImageError(f"{path}: data file {raw_path} not found")
+        raw = raw_path.read_bytes()
+        skip = int(header.get("HeaderSize", "0"))
+        if skip > 0:
+            raw = raw[skip:]
+    if _truthy(header.get("CompressedData")):
+        try:
+            raw = zlib.decompress(raw)
+        except zlib.error as err:
+            raise MetaImageError(f"{path}: compressed pixel data cannot be inflated ({err})") from None
+    count = int(np.prod(dims)) * channels
+    need = count * dtype.itemsize
+    if len(raw) < need:
+        raise MetaImageError(f"{path}: pixel data has {len(raw)} bytes, header needs {need}")
+    arr = np.frombuffer(raw[:need], dtype=dtype).astype(dtype.newbyteorder("="))
+    shape = tuple(reversed(dims)) + ((channels,) if channels > 1 else ())
+    return arr.reshape(shape)
+
+
+def write_mha(path: str | Path, array: np.ndarray, spacing: tuple[float, ...] | None = None,
+              compress: bool = False) -> Path:
+    """Write ``array`` (``[rows, cols]`` or ``[z, rows, cols]``) as a single-file ``.mha`` (little endian)."""
+    path = Path(path)
+    arr = np.ascontiguousarray(array)
+    if arr.dtype.newbyteorder("=") not in _DTYPE_TO_MET:
+        raise MetaImageError(f"dtype {arr.dtype} has no MetaImage element type")
+    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    met = _DTYPE_TO_MET[arr.dtype.newbyteorder("=")]
+    dims = list(reversed(arr.shape))
+    spacing = tuple(spacing) if spacing is not None else (1.0,) * arr.ndim
+    payload = arr.tobytes()
+    if compress:
+        payload = zlib.compress(payload)
+    lines = [
+        "ObjectType = Image",
+        f"NDims = {arr.ndim}",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        f"CompressedData = {'True' if compress else 'False'}",
+        *([f"CompressedDataSize = {len(payload)}"] if compress else []),
+        "TransformMatrix = " + " ".join("1" if i == j else "0" for i in range(arr.ndim) for j in range(arr.ndim)),
+        "Offset = " + " ".join("0" for _ in range(arr.ndim)),
+        "CenterOfRotation = " + " ".join("0" for _ in range(arr.ndim)),
+        "AnatomicalOrientation = " + ("RAI"[: arr.ndim]),
+        "ElementSpacing = " + " ".join(repr(float(s)) for s in spacing),
+        "DimSize = " + " ".join(str(d) for d in dims),
+        f"ElementType = {met}",
+        "ElementDataFile = LOCAL",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode("ascii") + payload)
+    return path
