@@ -86,6 +86,14 @@ def test_pretrain_writes_everything_a_user_needs(synth_roots, tmp_path):
         assert torch.equal(v, model.state_dict()[k])
 
 
+def test_build_from_config_names_heads_from_the_files(synth_roots, tmp_path):
+    model = arkx.build_from_config(small_config(synth_roots, tmp_path / "run"))
+    assert list(model.heads) == ["chexpert", "shenzhen", "rsna"]
+    assert model.head_specs["shenzhen"].label_names == ("Tuberculosis",)
+    assert model.head_specs["rsna"].kind == "multiclass"
+    assert not (tmp_path / "run").exists()  # building a model starts no run
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(synth_roots, tmp_path):
     full = tmp_path / "full"
     arkx.pretrain(small_config(synth_roots, full), progress=False)
@@ -155,3 +163,25 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert table[["ark_teacher_auc", "single_dataset_auc"]].notna().all().all()
     assert (table[["ark_teacher_auc", "single_dataset_auc"]] <= 1).all().all()
     assert (tmp_path / "demo" / "demo_table.csv").exists()
+
+
+def test_cli_prepare_a_folder_then_verify_detects_a_flipped_byte(synth_roots, tmp_path, capsys):
+    args = ["--quiet", "prepare", str(synth_roots["shenzhen"]), "--type", "shenzhen", "--size", "40",
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "0"]
+    assert main(args + ["--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "80 images, 0 skipped" in out and "verify: 0 image(s)" in out
+    blob = next((tmp_path / "cache").glob("shenzhen-40-*/images.u8"))
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    assert main(args + ["--verify"]) == 1
+    assert "verify: 1 image(s) with a wrong checksum, e.g. row 0" in capsys.readouterr().out
+
+
+def test_cli_prepare_from_a_config(synth_roots, tmp_path, capsys):
+    cfg = write_config(synth_roots, tmp_path / "cfg.yaml", tmp_path / "run")
+    assert main(["--quiet", "prepare", str(cfg), "data.cache_dir=" + str(tmp_path / "c2")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["chexpert", "shenzhen", "rsna"]
+    assert len(list((tmp_path / "c2").iterdir())) == 3

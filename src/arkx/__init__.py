@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _API = {
     "pretrain": "arkx.api", "resume": "arkx.api", "load_model": "arkx.api", "teacher_encoder": "arkx.api",
-    "inspect_dataset": "arkx.api", "synthesize": "arkx.api", "export_model": "arkx.api",
+    "inspect_dataset": "arkx.api", "build_from_config": "arkx.api", "synthesize": "arkx.api", "export_model": "arkx.api",
     "read_dataset": "arkx.data.adapters", "load_config": "arkx.config", "ArkConfig": "arkx.config",
     "build_model": "arkx.models.ark", "ArkModel": "arkx.models.ark",
 }

@@ -50,6 +50,21 @@ def heads_for(datasets) -> list[HeadSpec]:
     return [HeadSpec(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
 
 
+def build_from_config(config: ArkConfig | str | Path | dict, overrides: list[str] | None = None) -> ArkModel:
+    """The (untrained) student a config describes: its backbone, projector and one head per dataset.
+
+    Reads each dataset's label files to name its head (images are not touched)."""
+    cfg = as_config(config, overrides)
+    heads = []
+    for d in cfg.datasets:
+        records = read_dataset(d.type, d.root, **d.options)
+        if records.task is None:
+            raise ValueError(f"dataset {d.head_name!r} ({d.type}) has no classification labels")
+        heads.append(HeadSpec(d.head_name, records.task.kind, records.task.label_names))
+    torch.manual_seed(cfg.run.seed)
+    return build_model(cfg.model, heads)
+
+
 def _write_resolved_config(cfg: ArkConfig, out: Path, resume: bool) -> None:
     path = out / CONFIG_FILE
     text = cfg.to_yaml()
@@ -81,6 +96,7 @@ def pretrain(config: ArkConfig | str | Path | dict, *, overrides: list[str] | No
              progress: bool = True, stop_after_steps: int | None = None) -> RunSummary:
     """Run Ark pretraining as configured (or continue it with ``resume=True``)."""
     cfg = as_config(config, overrides)
+    _check_before_work(cfg)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "checkpoints" / LAST
@@ -106,6 +122,18 @@ def pretrain(config: ArkConfig | str | Path | dict, *, overrides: list[str] | No
     return summary
 
 
+def _check_before_work(cfg: ArkConfig) -> None:
+    """What the config schema cannot know but must fail before the run folder or a cache is made."""
+    from .training.engine import resolve_device
+
+    try:
+        resolve_device(cfg.run.device)
+    except RuntimeError as err:
+        raise ConfigError(f"invalid config:\n  run.device: {err}") from None
+    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).is_file():
+        raise ConfigError(f"invalid config:\n  model.checkpoint: file {cfg.model.checkpoint} not found")
+
+
 def resume(run_dir: str | Path, *, progress: bool = True, stop_after_steps: int | None = None) -> RunSummary:
     """Continue the run in ``run_dir`` from its last checkpoint, with the config it started with."""
     run_dir = Path(run_dir)
@@ -113,6 +141,9 @@ def resume(run_dir: str | Path, *, progress: bool = True, stop_after_steps: int 
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not an arkx run folder (no {CONFIG_FILE})")
     cfg = load_config(cfg_path)
+    if Path(cfg.run.out).resolve() != run_dir.resolve():  # a copied or moved run folder
+        raise ConfigError(f"cannot resume {run_dir}: its {CONFIG_FILE} has run.out={cfg.run.out}, so resuming would "
+                          f"continue that folder instead; set run.out in {cfg_path} to this folder first")
     return pretrain(cfg, resume=True, progress=progress, stop_after_steps=stop_after_steps)
 
 

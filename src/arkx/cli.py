@@ -41,9 +41,16 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_prepare(sub) -> None:
-    p = sub.add_parser("prepare", help="decode every dataset of a config into the prepared cache")
-    p.add_argument("config", type=Path)
-    p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("prepare", help="decode datasets once into the prepared cache (a config, or one folder)")
+    p.add_argument("target", type=Path, help="a YAML config, or a dataset folder with --type")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the config")
+    p.add_argument("--type", dest="type_", help="adapter of the dataset folder TARGET")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--size", type=int, default=256, help="cache image side (with --type)")
+    p.add_argument("--cache-dir", type=Path, default=Path("arkx-cache"), help="cache root (with --type)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (with --type)")
+    p.add_argument("--fail-fraction", type=float, default=0.05, help="unreadable images tolerated (with --type)")
+    p.add_argument("--verify", action="store_true", help="re-check every cached image's checksum")
 
 
 def _add_datasets(sub) -> None:
@@ -123,15 +130,30 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
-    from .api import as_config
-    from .data.loaders import prepare_dataset
+    from .data.adapters import read_dataset
+    from .data.loaders import prepare_images
 
-    cfg = as_config(args.config, args.overrides)
-    cache_root = cfg.data.cache_dir or Path(cfg.run.out) / "cache"
-    for d in cfg.datasets:
-        ds = prepare_dataset(d, cfg.data, cache_root, cfg.run.seed, progress=not args.quiet)
-        print(f"{d.head_name:<14} {len(ds.records)} images, {len(ds.skipped)} skipped -> {ds.images.folder}")
-    return 0
+    quiet = args.quiet
+    if args.type_:
+        records = read_dataset(args.type_, args.target, **_parse_options(args.option))
+        jobs = [(args.type_, records, args.cache_dir, args.size, args.workers, args.fail_fraction)]
+    else:
+        from .api import as_config
+
+        cfg = as_config(args.target, args.overrides)
+        cache_root = cfg.data.cache_dir or Path(cfg.run.out) / "cache"
+        d = cfg.data
+        jobs = [(ds.head_name, read_dataset(ds.type, ds.root, **ds.options), cache_root, d.resolved_cache_size,
+                 d.prepare_workers, d.fail_fraction) for ds in cfg.datasets]
+    status = 0
+    for name, records, cache_root, size, workers, fail_fraction in jobs:
+        images = prepare_images(records, cache_root, size, workers, fail_fraction, progress=not quiet)
+        print(f"{name:<14} {len(records)} images, {len(images.failures)} skipped -> {images.folder}")
+        if args.verify:
+            bad = images.verify()
+            print(f"{'':<14} verify: {len(bad)} image(s) with a wrong checksum" + (f", e.g. row {bad[0]}" if bad else ""))
+            status = status or (1 if bad else 0)
+    return status
 
 
 def _cmd_datasets(args) -> int:

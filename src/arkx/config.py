@@ -114,6 +114,15 @@ class ModelConfig(_Strict):
     projector: Literal["linear", "mlp", "none"] = "linear"  # Ark+: linear; MICCAI Ark-6: mlp
     projector_dim: int = Field(default=1376, ge=1)  # matches Google CXR-FM's embedding size
 
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        import timm  # checked here, so a typo fails before any cache is prepared
+
+        if not timm.is_model(value):
+            raise ValueError(f"unknown timm backbone {value!r} (timm {timm.__version__}; see timm.list_models())")
+        return value
+
 
 class EmaConfig(_Strict):
     """Teacher = EMA of the student, updated once after each dataset epoch."""

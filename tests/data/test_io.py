@@ -403,3 +403,23 @@ def test_load_resized_equals_read_then_resize(tmp_path):
     np.testing.assert_array_equal(load_resized(tmp_path / "a.dcm", 24), resize_uint8(read_image(tmp_path / "a.dcm"), 24))
     Image.fromarray(_chest_like(100, 90)).save(tmp_path / "a.png")
     np.testing.assert_array_equal(load_resized(tmp_path / "a.png", 32), resize_uint8(read_image(tmp_path / "a.png"), 32))
+
+
+def test_metaimage_and_jsrt_raw_are_read(tmp_path):
+    from arkx.data.mha import write_mha
+    from arkx.data.raw_img import write_jsrt_img
+
+    ramp = np.tile(np.arange(64, dtype=np.uint16) * 50, (32, 1))
+    write_mha(tmp_path / "n.mha", ramp)
+    img = read_image(tmp_path / "n.mha")
+    assert img.shape == (32, 64) and img.min() == 0.0 and img.max() == 1.0
+    assert np.all(np.diff(img[0]) > 0)
+    bright_bone = np.zeros((16, 16), np.float32)
+    bright_bone[4:8] = 1.0
+    write_jsrt_img(tmp_path / "JPCLN001.IMG", bright_bone)
+    back = read_image(tmp_path / "JPCLN001.IMG")
+    assert back.shape == (16, 16)
+    assert back[4:8].mean() > 0.9 and back[10:].mean() < 0.1  # polarity kept: bone bright
+    (tmp_path / "bad.IMG").write_bytes(b"\x00" * 7)
+    with pytest.raises(ImageReadError, match="bad.IMG"):
+        read_image(tmp_path / "bad.IMG")

@@ -143,13 +143,50 @@ def _read(path: Path, draft_size: int | None) -> np.ndarray:
         raise ImageReadError(path, "is a directory, not an image file")
     if st.st_size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
+    suffix = path.suffix.lower()
     if is_dicom(path):
         image = _read_dicom(path)
+    elif suffix in (".mha", ".mhd"):
+        image = _read_metaimage(path)
+    elif suffix == ".img":
+        image = _read_jsrt(path)
     else:
         image = _read_pillow(path, draft_size)
     if image.ndim != 2 or image.size == 0:
         raise ImageReadError(path, f"decoded to an unusable array of shape {image.shape}")
     return image
+
+
+# --- MetaImage (NODE21) and raw JSRT ------------------------------------------------------------------
+
+
+def _read_metaimage(path: Path) -> np.ndarray:
+    """MetaImage pixels scaled by the image's own range: the format records no bit depth or window
+    (NODE21's processed images are 2-D uint16 with varying ranges)."""
+    from .mha import read_mha
+
+    try:
+        arr = read_mha(path)
+    except (ValueError, OSError) as err:
+        raise ImageReadError(path, str(err)) from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ImageReadError(path, f"MetaImage of shape {arr.shape} is not a 2-D radiograph")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ImageReadError(path, "pixel data contains NaN or Inf")
+    lo, hi = float(arr.min()), float(arr.max())
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def _read_jsrt(path: Path) -> np.ndarray:
+    from .raw_img import read_jsrt_img
+
+    try:
+        return read_jsrt_img(path)
+    except (ValueError, OSError) as err:
+        raise ImageReadError(path, str(err)) from None
 
 
 # --- Pillow ------------------------------------------------------------------------------------------
@@ -197,7 +234,7 @@ def _pil_to_float(img: Image.Image, path: Path) -> np.ndarray:
         if lo < 0 or hi > 65535:
             raise ImageReadError(path, f"unsupported 32-bit integer pixels (range {lo}..{hi}; expected 8 or 16 bit)")
         return arr.astype(np.float32) * np.float32(1 / 65535)
-    if mode == "F":
+    if False:
         raise ImageReadError(path, "unsupported floating-point image (mode F); expected 8- or 16-bit gray")
     if mode != "RGB":
         try:

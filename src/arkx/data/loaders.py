@@ -88,17 +88,23 @@ class SeededShuffle(Sampler[int]):
         return iter(order[: len(self)])
 
 
-def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True) -> PreparedDataset:
-    """Read one configured dataset and prepare (or reuse) its cache at the configured size."""
+def prepare_images(records: Records, cache_root: Path, size: int, workers: int = 0, fail_fraction: float = 0.05,
+                   progress: bool = True):
+    """Prepare (or reuse) the cache of one dataset's images at ``size``; any layout, any task."""
     from .cache import cache_key, prepare
 
+    return prepare(records, Path(cache_root) / cache_key(records, size), size, workers=workers, progress=progress,
+                   fail_fraction=fail_fraction)
+
+
+def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True) -> PreparedDataset:
+    """Read one configured dataset and prepare (or reuse) its cache at the configured size."""
     records = read_dataset(ds_cfg.type, ds_cfg.root, **ds_cfg.options)
     if records.task is None:
-        raise ValueError(f"dataset {ds_cfg.head_name!r} ({ds_cfg.type}) has no classification labels")
-    size = data_cfg.resolved_cache_size
-    cache_dir = Path(cache_root) / cache_key(records, size)
-    images = prepare(records, cache_dir, size, workers=data_cfg.prepare_workers, progress=progress,
-                     fail_fraction=data_cfg.fail_fraction)
+        raise ValueError(f"dataset {ds_cfg.head_name!r} ({ds_cfg.type}) has no image-level labels to pretrain a "
+                         "classification head on")
+    images = prepare_images(records, cache_root, data_cfg.resolved_cache_size, data_cfg.prepare_workers,
+                            data_cfg.fail_fraction, progress)
     skipped = list(images.failures)
     if skipped:
         log.warning("%s: %d unreadable image(s) skipped, e.g. %s (%s)", ds_cfg.head_name, len(skipped),

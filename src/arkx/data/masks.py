@@ -78,7 +78,7 @@ except ImportError:  # pragma: no cover - exercised only where scipy is absent
 #: enough for :func:`decode_mask`: ``kind`` and the columns of that kind)
 MASK_COLUMNS = ("image_id", "label", "kind", "path", "rle", "encoding", "polygon", "height", "width")
 #: values of ``Records.masks.encoding`` understood by :func:`decode_mask`
-RLE_ENCODINGS = ("kaggle-siim", "kaggle", "coco", "coco-compressed")
+RLE_ENCODINGS = ("kaggle-siim", "kaggle", "coco", "coco-compressed", "chexmask")
 
 
 class MaskDecodeError(ValueError):
@@ -137,15 +137,17 @@ def kaggle_runs(rle: str, height: int, width: int, relative: bool = True) -> tup
 
 
 def _fill_runs(starts: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:
-    flat = np.zeros(int(height) * int(width), dtype=np.int8)
+    """Bool mask from ordered, non-overlapping runs (0-based column-major starts)."""
+    n = int(height) * int(width)
+    edges = np.zeros(n + 1, dtype=np.int8)
     if starts.size:
-        np.add.at(flat, starts, 1)
-        ends = starts + lengths
-        inside = ends < flat.size
-        np.add.at(flat, ends[inside], -1)
-        flat = np.cumsum(flat, dtype=np.int32)
-    # column-major: flat index k = x * height + y
-    return (flat > 0).reshape(int(width), int(height)).T.copy()
+        edges[starts] += 1  # starts are distinct, and so are ends: plain fancy indexing is enough
+        edges[starts + lengths] -= 1
+        flat = np.cumsum(edges[:n], dtype=np.int8).view(bool)
+    else:
+        flat = edges[:n].view(bool)
+    # column-major: flat index k = x * height + y  (the transposed view is returned, Fortran-ordered)
+    return flat.reshape(int(width), int(height)).T
 
 
 def rle_decode_kaggle(rle: str, height: int, width: int, relative: bool = True) -> np.ndarray:
@@ -221,6 +223,41 @@ def guess_kaggle_relative(rles: Iterable[str], height: int | Sequence[int], widt
 
 
 # ------------------------------------------------------------------------------------ COCO RLE
+
+
+# --- CheXmask RLE: 1-based absolute starts, row-major ---------------------------------------------
+
+
+def rle_decode_chexmask(rle: object, height: int, width: int) -> np.ndarray:
+    """CheXmask RLE -> bool mask ``[height, width]`` (empty / missing string -> all False)."""
+    n = int(height) * int(width)
+    if rle is None or (isinstance(rle, float) and np.isnan(rle)) or not str(rle).strip():
+        return np.zeros((int(height), int(width)), dtype=bool)
+    try:
+        runs = np.asarray(str(rle).split(), dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"CheXmask RLE holds a non-integer token: {str(rle)[:60]!r}") from None
+    if runs.size % 2:
+        raise ValueError(f"CheXmask RLE has an odd number of values ({runs.size})")
+    starts, lengths = runs[0::2] - 1, runs[1::2]
+    if (starts < 0).any() or (lengths < 0).any():
+        raise ValueError("CheXmask RLE has a start < 1 or a negative length (starts are 1-based)")
+    ends = starts + lengths
+    if ends.size and int(ends.max()) > n:
+        raise ValueError(f"CheXmask RLE runs past the end of a {height}x{width} mask ({int(ends.max())} > {n})")
+    edges = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, ends, -1)
+    return (np.cumsum(edges[:-1]) > 0).reshape(int(height), int(width))
+
+
+def rle_encode_chexmask(mask: np.ndarray) -> str:
+    """Bool / nonzero mask ``[h, w]`` -> CheXmask RLE (1-based absolute starts, row-major); ``""`` if empty."""
+    flat = (np.asarray(mask) != 0).ravel(order="C").astype(np.int8)
+    padded = np.concatenate([[0], flat, [0]])
+    change = np.flatnonzero(padded[1:] != padded[:-1]) + 1  # 1-based positions where a run starts / ends
+    starts, stops = change[0::2], change[1::2]
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts.tolist(), stops.tolist()))
 
 
 def coco_counts_to_string(counts: Sequence[int]) -> str:
@@ -585,6 +622,8 @@ def decode_mask(row: Any, root: str | Path | None = None) -> np.ndarray:
             return rle_decode_coco(rle, None if height is None else int(height), None if width is None else int(width))
         if height is None or width is None:
             raise MaskDecodeError(f"mask row of encoding {encoding!r} needs height and width")
+        if encoding == "chexmask":
+            return rle_decode_chexmask(rle, int(_get(row, "height")), int(_get(row, "width")))
         if encoding == "kaggle-siim":
             return rle_decode_kaggle("" if rle is None else str(rle), int(height), int(width), relative=True)
         if encoding == "kaggle":

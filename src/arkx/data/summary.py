@@ -53,8 +53,31 @@ def _label_counts(records: Records, mask: np.ndarray) -> dict[str, dict[str, int
     }  # fmt: skip
 
 
+def _mask_counts(records: Records) -> tuple[dict[str, int] | None, dict[str, int] | None, dict | None]:
+    """Masks per label, and their pixels per label (each mask decoded with ``arkx.data.masks.decode_mask``).
+
+    A mask that cannot be decoded (missing file, malformed RLE) is counted under ``mask_decode_errors``
+    (count and the first message) instead of failing the whole summary.
+    """
+    if records.masks is None:
+        return None, None, None
+    from .masks import MaskDecodeError, decode_mask
+
+    per_class = _counts(records.masks["label"])
+    pixels: dict[str, int] = {label: 0 for label in per_class}
+    errors, first = 0, None
+    for row in records.masks.to_dict("records"):
+        key = "unknown" if row.get("label") is None else str(row["label"])
+        try:
+            pixels[key] = pixels.get(key, 0) + int(decode_mask(row, records.root).sum())
+        except (MaskDecodeError, OSError, ValueError) as err:
+            errors += 1
+            first = first or f"{row.get('image_id')}: {err}"
+    return per_class, dict(sorted(pixels.items())), ({"count": errors, "first": first} if errors else None)
+
+
 def summarize(records: Records) -> dict:
-    """Counts of one Records: images, patients, per split, per label, sex, view, boxes, notes."""
+    """Counts of one Records: images, patients, per split, per label, sex, view, boxes, masks, notes."""
     images = records.images
     split = images["split"].to_numpy()
     splits = {
@@ -69,10 +92,13 @@ def summarize(records: Records) -> dict:
     boxes = None
     if records.boxes is not None:
         boxes = _counts(records.boxes["label"])
+    masks_per_class, mask_pixels, mask_errors = _mask_counts(records)
     return _plain({
         "dataset": records.dataset, "root": str(records.root), "images": len(images),
         "patients": int(images["patient_id"].nunique()), "splits": splits, "task": task, "labels": labels,
         "sex": _counts(images["sex"]), "views": _counts(images["view"]), "boxes": boxes,
+        "masks_per_class": masks_per_class, "mask_pixels_per_class": mask_pixels,
+        **({"mask_decode_errors": mask_errors} if mask_errors else {}),
         "split_source": records.split_source, "notes": records.notes,
     })  # fmt: skip
 
@@ -112,7 +138,7 @@ def format_summary(summary: dict) -> str:
                 table.add_row(name, *(str(per[s]["classes"][name]) for s in summary["splits"]))
             table.add_row("(missing)", *(str(per[s]["missing"]) for s in summary["splits"]))
         console.print(table)
-    for key in ("sex", "views", "boxes"):
+    for key in ("sex", "views", "boxes", "masks_per_class", "mask_pixels_per_class"):
         if summary.get(key):
             console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
     for key, value in (summary.get("notes") or {}).items():

@@ -61,7 +61,8 @@ def test_label_columns_follow_the_file_not_a_fixed_list(tmp_path):
     # a different class set and order (e.g. the 2024 release) and an fpath column
     write_text(tmp_path / "train.csv", ["dicom_id,subject_id,study_id,fpath,Kyphosis,Adenopathy",
                                         "x1,10000001,50000001,files/p10/p10000001/s50000001/x1.jpg,1,0",
-                                        "x2,10000002,50000002,/data/mimic-cxr-jpg/2.0.0/files/p10/p10000002/s5/x2.jpg,0,1"])
+                                        "x2,10000002,50000002,"
+                                        "/data/mimic-cxr-jpg/2.0.0/files/p10/p10000002/s5/x2.jpg,0,1"])
     write_text(tmp_path / "test.csv", ["dicom_id,subject_id,study_id,fpath,Adenopathy,Kyphosis",
                                        "x3,10000003,50000003,files/p10/p10000003/s50000003/x3.jpg,1,0"])
     rec = read_dataset("cxr_lt", tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -182,7 +183,8 @@ DICOM_META_TAGS = ("PatientSex", "PatientAge", "ViewPosition")
 
 
 def read_dicom_metadata(paths: Sequence[Path]) -> tuple[list[dict[str, object]], int]:
-    """Sex / age / view from DICOM headers (``stop_before_pixels``); returns (rows, unreadable count).
+    """Sex / age / view (and ``height``/``width`` from Rows/Columns) from DICOM headers
+    (``stop_before_pixels``); returns (rows, unreadable count).
 
     A file that is absent or not DICOM gives ``{}`` (its fields stay unknown) and is counted, so the
     adapter can report it; whether images exist is checked by :func:`check_images_exist`.
@@ -193,19 +195,22 @@ def read_dicom_metadata(paths: Sequence[Path]) -> tuple[list[dict[str, object]],
     unreadable = 0
     for path in paths:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(DICOM_META_TAGS))
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=[*DICOM_META_TAGS, "Rows", "Columns"])
         except (OSError, ValueError, AttributeError, pydicom.errors.InvalidDicomError):
             unreadable += 1
             rows.append({})
             continue
         view = str(ds.get("ViewPosition", "") or "").strip().upper() or None
-        rows.append(
-            {
-                "sex": normalise_sex([str(ds.get("PatientSex", "") or "")])[0],
-                "age": parse_age(ds.get("PatientAge", None)),
-                "view": view,
-            }
-        )
+        row = {
+            "sex": normalise_sex([str(ds.get("PatientSex", "") or "")])[0],
+            "age": parse_age(ds.get("PatientAge", None)),
+            "view": view,
+        }
+        height, width = ds.get("Rows", None), ds.get("Columns", None)
+        if height and width:  # image size, for validate_boxes
+            row["height"], row["width"] = int(height), int(width)
+        rows.append(row)
     return rows, unreadable
 
 
@@ -222,3 +227,59 @@ def check_images_exist(records, max_listed: int = 5) -> None:
             f"{records.dataset}: {len(missing)} of {len(records.images)} image files are missing under "
             f"{records.root}: {listed}{more}"
         )
+
+
+# ------------------------------------------------------------------------- box validation
+
+BOX_COORDS = ("x_min", "y_min", "x_max", "y_max")
+_log = logging.getLogger("arkx.data")
+
+
+def validate_boxes(
+    boxes: pd.DataFrame,
+    path: Path,
+    dataset: str,
+    image_sizes: dict[str, tuple[int, int]] | None = None,
+    rows: Sequence[int] | None = None,
+) -> int:
+    """Check boxes (``image_id``, ``x_min``, ``y_min``, ``x_max``, ``y_max`` in file pixels) read from ``path``.
+
+    Policy (boxes stay as the provider wrote them, like labels):
+
+    * a missing or non-numeric coordinate, or a negative width or height (``x_max < x_min`` or
+      ``y_max < y_min``), is a :class:`DatasetFormatError` naming the file, the 1-based row of the file
+      (``rows``; default ``boxes.index + 2``, i.e. the index of the frame read from ``path``), the image
+      and the coordinates;
+    * a box reaching outside the image -- a negative coordinate, or beyond ``image_sizes[image_id] =
+      (height, width)`` where the size is known cheaply (DICOM Rows/Columns) -- is kept unchanged and
+      reported by one warning per file (count and first row); the count is returned for ``notes``.
+    """
+    if boxes is None or len(boxes) == 0:
+        return 0
+    rows = np.asarray(boxes.index if rows is None else rows) + (2 if rows is None else 0)
+    coords = boxes[list(BOX_COORDS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+
+    def fail(i: int, what: str) -> None:
+        box = ", ".join(f"{c}={boxes[c].iloc[i]}" for c in BOX_COORDS)
+        raise DatasetFormatError(
+            f"{dataset}: {path} row {int(rows[i])} (image {boxes['image_id'].iloc[i]}): {what} ({box})")
+
+    bad = ~np.isfinite(coords)
+    if bad.any():
+        i, j = (int(v[0]) for v in np.nonzero(bad))
+        fail(i, f"coordinate {BOX_COORDS[j]!r} is missing or not a finite number")
+    negative = (coords[:, 2] < coords[:, 0]) | (coords[:, 3] < coords[:, 1])
+    if negative.any():
+        fail(int(np.flatnonzero(negative)[0]), "negative width or height (x_max < x_min or y_max < y_min)")
+    outside = (coords < 0).any(axis=1)
+    if image_sizes:
+        sizes = np.array([image_sizes.get(str(i), (np.inf, np.inf)) for i in boxes["image_id"]], dtype=np.float64)
+        outside |= (coords[:, 2] > sizes[:, 1]) | (coords[:, 3] > sizes[:, 0])
+    count = int(outside.sum())
+    if count:
+        i = int(np.flatnonzero(outside)[0])
+        size = image_sizes.get(str(boxes["image_id"].iloc[i])) if image_sizes else None
+        _log.warning("%s: %s: %d box(es) reach outside their image (kept as written), first at row %d "
+                     "(image %s, box %s, image size %s)", dataset, path, count, int(rows[i]),
+                     boxes["image_id"].iloc[i], coords[i].tolist(), size or "unknown")
+    return count

@@ -21,7 +21,7 @@ estimates), ``Landmarks`` (the HybridGNet contour points; not read), ``Left Lung
 RLE ("chexmask" encoding, from the authors' ``DataPostprocessing/utils.py``): space-separated
 ``start length`` pairs over the row-major (C-order) flattened ``Height x Width`` mask, starts 1-based
 and absolute (not relative to the previous run) -- the Kaggle "carvana" convention, not the
-column-major SIIM one. :func:`_decode_chexmask_rle` / :func:`_encode_chexmask_rle` implement it.
+column-major SIIM one. :func:`arkx.data.masks.rle_decode_chexmask` / ``rle_encode_chexmask`` implement it.
 Uncertain: whether "Left"/"Right" are the patient's sides (we assume so, as in the SCR annotations the
 model was trained on); whether empty masks occur (an empty or missing cell gives no mask row); whether
 every CSV has Height/Width (without them the masks are taken as 1024x1024, the Preprocessed size).
@@ -70,38 +70,6 @@ class ChexmaskOptions(AdapterOptions):
 
 
 # ------------------------------------------------------------------------------------------ RLE codec
-
-
-def _decode_chexmask_rle(rle: object, height: int, width: int) -> np.ndarray:
-    """CheXmask RLE -> bool mask ``[height, width]`` (empty / missing string -> all False)."""
-    n = int(height) * int(width)
-    if rle is None or (isinstance(rle, float) and np.isnan(rle)) or not str(rle).strip():
-        return np.zeros((int(height), int(width)), dtype=bool)
-    try:
-        runs = np.asarray(str(rle).split(), dtype=np.int64)
-    except ValueError:
-        raise ValueError(f"CheXmask RLE holds a non-integer token: {str(rle)[:60]!r}") from None
-    if runs.size % 2:
-        raise ValueError(f"CheXmask RLE has an odd number of values ({runs.size})")
-    starts, lengths = runs[0::2] - 1, runs[1::2]
-    if (starts < 0).any() or (lengths < 0).any():
-        raise ValueError("CheXmask RLE has a start < 1 or a negative length (starts are 1-based)")
-    ends = starts + lengths
-    if ends.size and int(ends.max()) > n:
-        raise ValueError(f"CheXmask RLE runs past the end of a {height}x{width} mask ({int(ends.max())} > {n})")
-    edges = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    return (np.cumsum(edges[:-1]) > 0).reshape(int(height), int(width))
-
-
-def _encode_chexmask_rle(mask: np.ndarray) -> str:
-    """Bool / nonzero mask ``[h, w]`` -> CheXmask RLE (1-based absolute starts, row-major); ``""`` if empty."""
-    flat = (np.asarray(mask) != 0).ravel(order="C").astype(np.int8)
-    padded = np.concatenate([[0], flat, [0]])
-    change = np.flatnonzero(padded[1:] != padded[:-1]) + 1  # 1-based positions where a run starts / ends
-    starts, stops = change[0::2], change[1::2]
-    return " ".join(f"{s} {e - s}" for s, e in zip(starts.tolist(), stops.tolist()))
 
 
 # ------------------------------------------------------------------------------------------ adapter

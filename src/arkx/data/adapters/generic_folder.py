@@ -60,7 +60,7 @@ def _patient(stem: str, pattern: re.Pattern | None, path: Path) -> str:
         return stem
     m = pattern.search(stem)
     if m is None:
-        raise DatasetFormatError(f"folder: {path}: patient_regex {pattern.pattern!r} does not match {stem!r}")
+        raise DatasetFormatError(f"folder: {path}: patient_regex '{pattern.pattern}' does not match {stem!r}")
     return m.group(1) if m.groups() else m.group(0)
 
 
@@ -81,7 +81,8 @@ def read(root: Path, options: FolderOptions) -> Records:
                 f"folder: {root} mixes split folders {[d.name for d in split_dirs]} with other folders {others}")
         parts = [(SPLIT_DIRS[d.name.lower()], d) for d in split_dirs]
         if len({s for s, _ in parts}) != len(parts):
-            raise DatasetFormatError(f"folder: {root} has more than one folder for one split: {[d.name for d in split_dirs]}")
+            raise DatasetFormatError(
+                f"folder: {root} has more than one folder for one split: {[d.name for d in split_dirs]}")
     else:
         parts = [(None, root)]
     rows = []  # (relative path, split or None, class, patient)

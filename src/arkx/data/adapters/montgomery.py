@@ -76,8 +76,8 @@ def read(root: Path, options: AdapterOptions) -> Records:
     missing_masks = 0
     for stem in stems:
         for label, folder in MASK_DIRS.items():
-            hit = next((f"{folder}/{stem}{suf}" for suf in (".png", "_mask.png") if (root / folder / f"{stem}{suf}").is_file()),
-                       None)
+            names = (f"{stem}.png", f"{stem}_mask.png")
+            hit = next((f"{folder}/{n}" for n in names if (root / folder / n).is_file()), None)
             if hit is None:
                 missing_masks += 1
                 continue

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, first_existing, images_frame, normalise_sex, parse_age, read_csv, require_file
+from ._common import (carve_validation, first_existing, images_frame, normalise_sex, parse_age, read_csv,
+                      require_file, validate_boxes)  # fmt: skip
 from .registry import AdapterOptions, register
 
 NIH14_LABELS = (
@@ -90,19 +91,24 @@ def _index_images(root: Path) -> dict[str, str]:
 
 
 def parse_bbox_list(path: Path, known: set[str]) -> pd.DataFrame:
-    """BBox_List_2017.csv -> boxes (x,y,w,h -> x_min..y_max); every image must be in ``known``."""
+    """BBox_List_2017.csv -> boxes (x,y,w,h -> x_min..y_max); every image must be in ``known``.
+
+    A missing/non-numeric value or a negative w/h is an error naming the row (:func:`validate_boxes`;
+    the image size is not checked: Data_Entry's OriginalImage size is not the PNG's)."""
     frame = read_csv(path, "nih14", required=BBOX_COLUMNS, dtype={"Image Index": str})
     absent = ~frame["Image Index"].isin(known)
     if absent.any():
         i = int(np.flatnonzero(absent.to_numpy())[0])
         raise DatasetFormatError(
             f"nih14: {path} row {i + 2}: image {frame['Image Index'].iloc[i]!r} is not in Data_Entry")
-    x, y = frame["Bbox [x"].astype(float), frame["y"].astype(float)
-    return pd.DataFrame({
+    x, y, w, h = (pd.to_numeric(frame[c], errors="coerce").astype(float) for c in BBOX_COLUMNS[2:])
+    boxes = pd.DataFrame({
         "image_id": frame["Image Index"].str.replace(r"\.png$", "", regex=True),
         "label": frame["Finding Label"].map(lambda s: BBOX_LABEL_TO_HEAD.get(s, s)),
-        "x_min": x, "y_min": y, "x_max": x + frame["w"].astype(float), "y_max": y + frame["h]"].astype(float),
+        "x_min": x, "y_min": y, "x_max": x + w, "y_max": y + h,
     })  # fmt: skip
+    validate_boxes(boxes, path, "nih14")  # index = file row - 2
+    return boxes
 
 
 @register("nih14", options=NIH14Options, layout=LAYOUT,

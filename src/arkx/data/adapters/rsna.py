@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import images_frame, patient_split, read_csv, read_dicom_metadata, require_file
+from ._common import images_frame, patient_split, read_csv, read_dicom_metadata, require_file, validate_boxes
 from .registry import AdapterOptions, register
 
 #: head order of the 3-class task (as Ark+ does)
@@ -46,10 +46,13 @@ class RSNAOptions(AdapterOptions):
     read_dicom_metadata: bool = True
 
 
-def parse_train_labels(path: Path, dataset: str = "rsna") -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_train_labels(path: Path, dataset: str = "rsna", image_sizes: dict[str, tuple[int, int]] | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``stage_2_train_labels.csv`` -> (one row per patient: patientId, Target; boxes of Target 1 rows).
 
-    Errors name the file, row and patient when a patient's rows disagree or a box is malformed.
+    Errors name the file, row and patient when a patient's rows disagree or a box is malformed
+    (negative width/height; see :func:`validate_boxes`, which also warns about boxes reaching outside
+    ``image_sizes``: patientId -> (Rows, Columns)).
     """
     frame = read_csv(path, dataset, required=("patientId",) + BOX_COLUMNS + ("Target",), dtype={"patientId": str})
     target = pd.to_numeric(frame["Target"], errors="coerce")
@@ -78,8 +81,9 @@ def parse_train_labels(path: Path, dataset: str = "rsna") -> tuple[pd.DataFrame,
         "x_min": coords.loc[pos.index, "x"], "y_min": coords.loc[pos.index, "y"],
         "x_max": coords.loc[pos.index, "x"] + coords.loc[pos.index, "width"],
         "y_max": coords.loc[pos.index, "y"] + coords.loc[pos.index, "height"],
-    }).reset_index(drop=True)  # fmt: skip
-    return patients, boxes
+    })  # fmt: skip
+    boxes.attrs["outside_image"] = validate_boxes(boxes, path, dataset, image_sizes)  # index = file row - 2
+    return patients, boxes.reset_index(drop=True)
 
 
 def parse_class_info(path: Path, dataset: str = "rsna") -> pd.Series:
@@ -102,7 +106,14 @@ def parse_class_info(path: Path, dataset: str = "rsna") -> pd.Series:
 def read(root: Path, options: RSNAOptions) -> Records:
     labels_path = require_file(root, LABELS_FILE, "rsna")
     class_path = require_file(root, CLASS_FILE, "rsna")
-    patients, boxes = parse_train_labels(labels_path)
+    sizes = None
+    if options.read_dicom_metadata:  # header only: sex / age / view, and Rows/Columns to check boxes against
+        pids = read_csv(labels_path, "rsna", required=("patientId",), dtype={"patientId": str})["patientId"]
+        pids = list(dict.fromkeys(pids))
+        meta_rows, unreadable = read_dicom_metadata([root / f"{IMAGE_DIR}/{pid}.dcm" for pid in pids])
+        meta_of = dict(zip(pids, meta_rows))
+        sizes = {pid: (m["height"], m["width"]) for pid, m in meta_of.items() if "height" in m}
+    patients, boxes = parse_train_labels(labels_path, image_sizes=sizes)
     classes = parse_class_info(class_path)
     ids = patients["patientId"].tolist()
     missing = [p for p in ids if p not in classes.index]
@@ -125,8 +136,9 @@ def read(root: Path, options: RSNAOptions) -> Records:
     paths = [f"{IMAGE_DIR}/{pid}.dcm" for pid in ids]
     notes: dict[str, object] = {"split": f"seeded patient-level 70/10/20, seed {options.split_seed}",
                                 "task": options.task, "boxes": len(boxes)}
+    notes["boxes_outside_image"] = boxes.attrs.get("outside_image", 0)
     if options.read_dicom_metadata:
-        meta, unreadable = read_dicom_metadata([root / p for p in paths])
+        meta = [meta_of[pid] for pid in ids]
         notes["dicom_headers_unreadable"] = unreadable
     else:
         meta = [{}] * len(ids)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
 from ._common import (carve_validation, images_frame, parse_label_columns, read_csv, read_dicom_metadata,
-                      require_file, resolve_columns)  # fmt: skip
+                      require_file, resolve_columns, validate_boxes)  # fmt: skip
 from .registry import AdapterOptions, register
 
 LOCAL_LABELS = (
@@ -78,17 +78,20 @@ def aggregate_readers(image_ids: pd.Series, votes: np.ndarray, rule: str) -> tup
     return [str(u) for u in uniques], out.astype(np.float32)
 
 
-def _boxes(path: Path, known: set[str]) -> pd.DataFrame:
+def _boxes(path: Path, known: set[str], image_sizes: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+    """Boxes of one annotations file; malformed boxes are errors naming the row (:func:`validate_boxes`)."""
     frame = read_csv(path, "vindr_cxr", required=("image_id", "class_name") + BOX_COLUMNS, dtype={"image_id": str})
     absent = ~frame["image_id"].isin(known)
     if absent.any():
         i = int(np.flatnonzero(absent.to_numpy())[0])
         raise DatasetFormatError(
             f"vindr_cxr: {path} row {i + 2}: image {frame['image_id'].iloc[i]!r} has no image labels")
-    frame = frame.dropna(subset=list(BOX_COLUMNS))  # "No finding" rows carry no box
+    frame = frame.dropna(subset=list(BOX_COLUMNS), how="all")  # "No finding" rows carry no box
     out = pd.DataFrame({"image_id": frame["image_id"], "label": frame["class_name"]})
     for c in BOX_COLUMNS:
-        out[c] = frame[c].astype(float)
+        out[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
+    out.attrs["outside_image"] = validate_boxes(out.assign(**{c: frame[c] for c in BOX_COLUMNS}), path,
+                                                "vindr_cxr", image_sizes)  # index = file row - 2
     reader_col = next((c for c in READER_COLUMNS if c in frame.columns), None)
     if reader_col is not None:  # annotations_test.csv has no reader column
         out["reader"] = frame[reader_col].astype(str)
@@ -123,7 +126,7 @@ def read(root: Path, options: VinDrOptions) -> Records:
         trainval.append(np.full(len(part_ids), part == "train"))
         ann = root / f"annotations/annotations_{part}.csv"
         if ann.is_file():
-            box_frames.append(_boxes(ann, set(part_ids)))
+            box_frames.append((ann, set(part_ids)))
     labels = np.concatenate(blocks)
     image_ids = [i for i, _ in ids]
     split = carve_validation(image_ids, np.concatenate(trainval), options.split_seed, options.val_fraction)
@@ -138,13 +141,17 @@ def read(root: Path, options: VinDrOptions) -> Records:
     if options.read_dicom_metadata:
         meta, unreadable = read_dicom_metadata([root / p for p in paths])
         notes["dicom_headers_unreadable"] = unreadable
+        sizes = {i: (m["height"], m["width"]) for i, m in zip(image_ids, meta) if "height" in m}
     else:
         meta = [{}] * len(paths)
         notes["dicom_metadata"] = "not read (read_dicom_metadata=False)"
+        sizes = None
+    box_frames = [_boxes(ann, known, sizes) for ann, known in box_frames]
+    notes["boxes_outside_image"] = sum(f.attrs.get("outside_image", 0) for f in box_frames)
     images = images_frame(
         image_id=image_ids, path=paths, patient_id=image_ids, split=split,
         view=[m.get("view") for m in meta], sex=[m.get("sex") for m in meta], age=[m.get("age", np.nan) for m in meta],
     )
-    boxes = pd.concat(box_frames, ignore_index=True) if box_frames else None
+    boxes = pd.concat([f.reset_index(drop=True) for f in box_frames], ignore_index=True) if box_frames else None
     return Records("vindr_cxr", root, images, Task("vindr_cxr", "multilabel", wanted), labels,
                    boxes=boxes, notes=notes)

@@ -249,9 +249,9 @@ def write_vindr_ribcxr(folder: Path, rng: np.random.Generator, n: int, size: int
 
 
 def _rle(mask: np.ndarray) -> str:
-    from ..adapters.chexmask import _encode_chexmask_rle  # the adapter owns the codec
+    from ..masks import rle_encode_chexmask
 
-    return _encode_chexmask_rle(mask)
+    return rle_encode_chexmask(mask)
 
 
 def write_chexmask(folder: Path, rng: np.random.Generator, n: int, size: int) -> Path:
