@@ -185,3 +185,11 @@ def test_cli_prepare_from_a_config(synth_roots, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["chexpert", "shenzhen", "rsna"]
     assert len(list((tmp_path / "c2").iterdir())) == 3
+
+
+def test_readme_lists_every_registered_adapter():
+    from arkx.data.adapters import adapter_names
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name for name in adapter_names() if f"| `{name}` |" not in readme]
+    assert not missing, f"README's dataset table lacks {missing}"

@@ -234,7 +234,7 @@ def _pil_to_float(img: Image.Image, path: Path) -> np.ndarray:
         if lo < 0 or hi > 65535:
             raise ImageReadError(path, f"unsupported 32-bit integer pixels (range {lo}..{hi}; expected 8 or 16 bit)")
         return arr.astype(np.float32) * np.float32(1 / 65535)
-    if False:
+    if mode == "F":
         raise ImageReadError(path, "unsupported floating-point image (mode F); expected 8- or 16-bit gray")
     if mode != "RGB":
         try:

@@ -6,6 +6,8 @@ Headers are written as literal text, exactly as the providers ship them.
 
 from __future__ import annotations
 
+import importlib.util
+
 import gzip
 import warnings
 from pathlib import Path
@@ -15,7 +17,17 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-XRV_DATA = Path("/tmp/xrv/torchxrayvision/data")
+def _xrv_data_dir() -> Path:
+    """The providers' real label files shipped in the torchxrayvision wheel (a test extra), else /tmp/xrv."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is not None and spec.submodule_search_locations:
+        for place in spec.submodule_search_locations:
+            if (Path(place) / "data").is_dir():
+                return Path(place) / "data"
+    return Path("/tmp/xrv/torchxrayvision/data")
+
+
+XRV_DATA = _xrv_data_dir()
 
 CHEXPERT_HEADER = (
     "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,"
