@@ -283,3 +283,53 @@ def validate_boxes(
                      "(image %s, box %s, image size %s)", dataset, path, count, int(rows[i]),
                      boxes["image_id"].iloc[i], coords[i].tolist(), size or "unknown")
     return count
+
+
+def scan_tb_images(image_dir: Path, name: "re.Pattern[str]", dataset: str, example: str) -> tuple[list[str], list[float]]:
+    """The NLM tuberculosis sets (Shenzhen, Montgomery): ``<PREFIX>_NNNN_{0,1}.png`` files, label from the
+    suffix. Returns (file stems, TB labels); other files (Thumbs.db, ...) are ignored."""
+    if not image_dir.is_dir():
+        raise DatasetFormatError(f"{dataset}: expected folder {image_dir} with {example}-style images (not found)")
+    stems, tb = [], []
+    for path in sorted(image_dir.iterdir()):
+        if path.suffix.lower() != ".png":
+            continue
+        match = name.match(path.stem)
+        if not match:
+            raise DatasetFormatError(f"{dataset}: {path}: expected a name like {example} (_0 normal, _1 TB)")
+        stems.append(path.stem)
+        tb.append(float(match[2]))
+    if not stems:
+        raise DatasetFormatError(f"{dataset}: {image_dir} holds no {example.split('_')[0]}_*.png images")
+    return stems, tb
+
+
+def read_clinical_readings(folder: Path, stems: list[str], parse) -> tuple[list, list, int, int]:
+    """Sex and age from one ``<stem>.txt`` reading per image via ``parse(text) -> (sex, age)``.
+
+    Returns (sexes, ages, readings missing, readings whose sex or age could not be parsed)."""
+    sexes, ages, missing, unparsed = [], [], 0, 0
+    for stem in stems:
+        reading = folder / f"{stem}.txt"
+        if not reading.is_file():
+            missing += 1
+            sexes.append(None)
+            ages.append(np.nan)
+            continue
+        sex, age = parse(reading.read_text(errors="replace"))
+        unparsed += sex is None or np.isnan(age)
+        sexes.append(sex)
+        ages.append(age)
+    return sexes, ages, missing, int(unparsed)
+
+
+def filter_views(records, views: list[str] | None):
+    """Keep only images whose view is in ``views`` (None keeps all); the dropped count goes to notes."""
+    if views is None:
+        return records
+    wanted = {v.upper() for v in views}
+    keep = records.images["view"].isin(wanted).to_numpy()
+    notes = dict(records.notes)
+    kept = records.subset(keep)
+    kept.notes = {**notes, "views_kept": sorted(wanted), "dropped_by_view": int((~keep).sum())}
+    return kept

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, normalise_sex, parse_label_columns, read_csv, require_file
+from ._common import filter_views, carve_validation, images_frame, normalise_sex, parse_label_columns, read_csv, require_file
 from .registry import AdapterOptions, register
 
 #: the 14 observations in the order of train.csv's header (the head order)
@@ -120,9 +120,5 @@ def read(root: Path, options: CheXpertOptions) -> Records:
     }
     records = Records("chexpert", root, images, Task("chexpert", "multilabel", CHEXPERT_LABELS), labels,
                       split_source="official", notes=notes)
-    if options.views is not None:
-        wanted = {v.upper() for v in options.views}
-        keep = records.images["view"].isin(wanted).to_numpy()
-        records = records.subset(keep)
-        records.notes = {**notes, "views_kept": sorted(wanted), "dropped_by_view": int((~keep).sum())}
+    records = filter_views(records, options.views)
     return records

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import first_existing, images_frame, none_if_missing, normalise_sex, parse_label_columns, read_csv
+from ._common import filter_views, first_existing, images_frame, none_if_missing, normalise_sex, parse_label_columns, read_csv
 from .chexpert import CHEXPERT_LABELS
 from .registry import AdapterOptions, register
 
@@ -128,9 +128,5 @@ def read(root: Path, options: MimicOptions) -> Records:
         "sex_age": f"from {options.patients_file}" if options.patients_file else "not available (no patients_file)",
     }
     records = Records("mimic_cxr", root, images, Task("mimic_cxr", "multilabel", CHEXPERT_LABELS), labels, notes=notes)
-    if options.views is not None:
-        wanted = {v.upper() for v in options.views}
-        keep = records.images["view"].isin(wanted).to_numpy()
-        records = records.subset(keep)
-        records.notes = {**notes, "views_kept": sorted(wanted), "dropped_by_view": int((~keep).sum())}
+    records = filter_views(records, options.views)
     return records

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import images_frame, normalise_sex, parse_age, patient_split
+from ._common import read_clinical_readings, scan_tb_images, images_frame, normalise_sex, parse_age, patient_split
 from .registry import AdapterOptions, register
 
 IMAGE_DIR = "CXR_png"
@@ -54,20 +54,7 @@ def parse_reading(text: str) -> tuple[str | None, float]:
 @register("montgomery", options=AdapterOptions, layout=LAYOUT,
           summary="Montgomery County TB set: Tuberculosis from the file name, left/right lung masks")
 def read(root: Path, options: AdapterOptions) -> Records:
-    image_dir = root / IMAGE_DIR
-    if not image_dir.is_dir():
-        raise DatasetFormatError(f"montgomery: expected folder {image_dir} with MCUCXR_NNNN_{{0,1}}.png (not found)")
-    stems, tb = [], []
-    for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() != ".png":
-            continue
-        match = _NAME.match(path.stem)
-        if not match:
-            raise DatasetFormatError(f"montgomery: {path}: expected a name like MCUCXR_0001_0.png (_0 normal, _1 TB)")
-        stems.append(path.stem)
-        tb.append(float(match[2]))
-    if not stems:
-        raise DatasetFormatError(f"montgomery: {image_dir} holds no MCUCXR_*.png images")
+    stems, tb = scan_tb_images(root / IMAGE_DIR, _NAME, "montgomery", "MCUCXR_0001_0.png")
     if not any((root / d).is_dir() for d in MASK_DIRS.values()):
         raise DatasetFormatError(
             f"montgomery: expected mask folders {[str(root / d) for d in MASK_DIRS.values()]} (none found)"
@@ -82,18 +69,7 @@ def read(root: Path, options: AdapterOptions) -> Records:
                 missing_masks += 1
                 continue
             mask_rows.append({"image_id": stem, "label": label, "kind": "file", "path": hit})
-    sexes, ages, no_reading, unparsed = [], [], 0, 0
-    for stem in stems:
-        reading = root / READINGS_DIR / f"{stem}.txt"
-        if not reading.is_file():
-            no_reading += 1
-            sexes.append(None)
-            ages.append(np.nan)
-            continue
-        sex, age = parse_reading(reading.read_text(errors="replace"))
-        unparsed += sex is None or np.isnan(age)
-        sexes.append(sex)
-        ages.append(age)
+    sexes, ages, no_reading, unparsed = read_clinical_readings(root / READINGS_DIR, stems, parse_reading)
     patients = [_NAME.match(s)[1] for s in stems]
     images = images_frame(
         image_id=stems, path=[f"{IMAGE_DIR}/{s}.png" for s in stems], patient_id=patients,

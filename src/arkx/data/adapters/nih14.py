@@ -70,7 +70,7 @@ def parse_data_entry(path: Path, dataset: str = "nih14") -> tuple[pd.DataFrame, 
             )
         labels[i, [index[n] for n in names]] = 1.0
     dup = frame["Image Index"].duplicated()
-    if False:
+    if dup.any():
         raise DatasetFormatError(f"{dataset}: {path}: image {frame['Image Index'][dup].iloc[0]!r} listed twice")
     return frame, labels
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import images_frame, patient_split
+from ._common import read_clinical_readings, scan_tb_images, images_frame, patient_split
 from .registry import AdapterOptions, register
 
 IMAGE_DIR = "CXR_png"
@@ -54,36 +54,16 @@ def parse_reading_line(line: str) -> tuple[str | None, float]:
     return sex, float(match["age"]) * _UNIT_YEARS[unit]
 
 
+def _parse_reading_file(text: str) -> tuple[str | None, float]:
+    lines = text.splitlines()
+    return parse_reading_line(lines[0] if lines else "")
+
+
 @register("shenzhen", options=AdapterOptions, layout=LAYOUT,
           summary="Shenzhen TB set: Tuberculosis from the file name; sex/age from ClinicalReadings")
 def read(root: Path, options: AdapterOptions) -> Records:
-    image_dir = root / IMAGE_DIR
-    if not image_dir.is_dir():
-        raise DatasetFormatError(f"shenzhen: expected folder {image_dir} with CHNCXR_NNNN_{{0,1}}.png (not found)")
-    stems, tb = [], []
-    for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() != ".png":
-            continue  # the download also holds Thumbs.db and the like
-        match = _NAME.match(path.stem)
-        if not match:
-            raise DatasetFormatError(f"shenzhen: {path}: expected a name like CHNCXR_0001_0.png (_0 normal, _1 TB)")
-        stems.append(path.stem)
-        tb.append(float(match[2]))
-    if not stems:
-        raise DatasetFormatError(f"shenzhen: {image_dir} holds no CHNCXR_*.png images")
-    sexes, ages, no_reading, unparsed = [], [], 0, 0
-    for stem in stems:
-        reading = root / READINGS_DIR / f"{stem}.txt"
-        if not reading.is_file():
-            no_reading += 1
-            sexes.append(None)
-            ages.append(np.nan)
-            continue
-        lines = reading.read_text(errors="replace").splitlines()
-        sex, age = parse_reading_line(lines[0] if lines else "")
-        unparsed += sex is None or np.isnan(age)
-        sexes.append(sex)
-        ages.append(age)
+    stems, tb = scan_tb_images(root / IMAGE_DIR, _NAME, "shenzhen", "CHNCXR_0001_0.png")
+    sexes, ages, no_reading, unparsed = read_clinical_readings(root / READINGS_DIR, stems, _parse_reading_file)
     patients = [_NAME.match(s)[1] for s in stems]
     images = images_frame(
         image_id=stems, path=[f"{IMAGE_DIR}/{s}.png" for s in stems], patient_id=patients,
