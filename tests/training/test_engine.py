@@ -15,11 +15,11 @@ from arkx.training.schedule import learning_rate
 from ..conftest import tiny_model
 
 
-def make_cfg(tmp_path, **training):
+def make_cfg(tmp_path, device="cpu", **training):
     t = dict(rounds=3, optimizer="adamw", lr=3e-3, warmup_rounds=1, max_iters_per_epoch=3)
     t.update(training)
     return ArkConfig.model_validate(dict(
-        run=dict(out=str(tmp_path / "run"), seed=7, device="cpu"),
+        run=dict(out=str(tmp_path / "run"), seed=7, device=device),
         datasets=[dict(type="chexpert", root=".", name="alpha"), dict(type="rsna", root=".", name="beta")],
         data=dict(image_size=32, cache_size=36, batch_size=8, eval_batch_size=16, workers=0),
         training=t,

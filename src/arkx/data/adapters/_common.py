@@ -60,11 +60,18 @@ def parse_label_columns(
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DatasetFormatError(
-                f"{dataset}: {path} row {i + 2} column {col!r}: value {raw.iloc[i]!r} is not one of "
+                f"{dataset}: {path} row {i + 2} column {col!r}: value {show_value(raw.iloc[i])} is not one of "
                 f"{sorted(allowed_set)} or blank"
             )
         out[:, j] = values
     return out
+
+
+def show_value(value: object) -> str:
+    """A cell value as a user wrote it (``2.0``, ``'yes'``), not as numpy's repr (``np.float64(2.0)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
 
 
 def _stable_unit_interval(key: str, seed: int) -> float:

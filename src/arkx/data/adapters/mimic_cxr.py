@@ -63,7 +63,7 @@ def parse_labels(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     if dup.any():
         row = frame[dup].iloc[0]
         raise DatasetFormatError(
-            f"mimic_cxr: {path}: study s{row['study_id']} of p{row['subject_id']} is labelled twice")
+            f"mimic_cxr: {path}: study s{int(row['study_id'])} of p{int(row['subject_id'])} is labelled twice")
     return frame[KEYS].astype(int), parse_label_columns(frame, CHEXPERT_LABELS, path, "mimic_cxr")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import images_frame, patient_split, read_csv, read_dicom_metadata, require_file, validate_boxes
+from ._common import show_value, images_frame, patient_split, read_csv, read_dicom_metadata, require_file, validate_boxes
 from .registry import AdapterOptions, register
 
 #: head order of the 3-class task (as Ark+ does)
@@ -60,7 +60,7 @@ def parse_train_labels(path: Path, dataset: str = "rsna", image_sizes: dict[str,
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DatasetFormatError(
-            f"{dataset}: {path} row {i + 2} column 'Target': value {frame['Target'].iloc[i]!r} is not 0 or 1")
+            f"{dataset}: {path} row {i + 2} column 'Target': value {show_value(frame['Target'].iloc[i])} is not 0 or 1")
     coords = frame[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     has_box = coords.notna().all(axis=1)
     wrong = (target == 1) != has_box
