@@ -154,10 +154,12 @@ def test_cli_synth_and_inspect_json(tmp_path, capsys):
     assert "Data_Entry" in capsys.readouterr().err
 
 
-def test_demo_end_to_end_tiny(tmp_path):
+def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from arkx.demo import run_demo
 
-    result = run_demo(tmp_path / "demo", n=60, size=48, rounds=1, progress=False)
+    # the CLI's default --out is relative (we are in tmp_path): every path must still resolve
+    result = run_demo("demo", n=60, size=48, rounds=1, progress=False)
     table = result.table
     assert list(table["dataset"]) == ["mimic_cxr", "chexpert", "nih14", "rsna", "vindr_cxr", "shenzhen"]
     assert table[["ark_teacher_auc", "single_dataset_auc"]].notna().all().all()

@@ -67,7 +67,7 @@ def run_demo(out: str | Path = "arkx-demo", *, seed: int = 0, n: int = 500, size
     import time
 
     started = time.perf_counter()
-    out = Path(out)
+    out = Path(out).resolve()  # configs hold absolute paths: relative ones are read against each dataset root
     roots = synthesize(out / "data", seed=seed, n=n, size=size)
     base = demo_config(roots, out, rounds, seed)
     ark = pretrain(base, progress=progress)
