@@ -123,8 +123,10 @@ def make_loader(dataset: PreparedDataset, split: str, batch_size: int, workers: 
     data = CachedImages(dataset.images, dataset.records.labels, dataset.indices(split))
     if len(data) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no usable images in split {split!r}")
+    # Train loaders keep their workers between epochs (one per dataset, reused every round); eval loaders
+    # run briefly and would otherwise hold idle processes for every (dataset, split) pair.
     kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
-                  persistent_workers=workers > 0)
+                  persistent_workers=train and workers > 0)
     if workers > 0:
         kwargs["prefetch_factor"] = 4
     if not train:

@@ -44,7 +44,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def save_checkpoint(folder: Path, *, step_done: int, student, teacher, optimizer, extra: dict | None = None,
                     keep_history: int = 0) -> Path:
-    """Write ``folder/last.pt`` (and ``step_XXXXXX.pt`` history if asked) atomically."""
+    """Write ``folder/last.pt`` (and ``step_<6 digits>.pt`` history if asked) atomically."""
     state = {
         "format": FORMAT,
         "step_done": int(step_done),
