@@ -126,6 +126,15 @@ def test_sigkill_during_training_then_resume_matches(synth_roots, tmp_path):
     assert_same_weights(full, killed)
 
 
+def test_cli_resume_with_the_config_as_the_issue_spells_it(synth_roots, tmp_path, capsys):
+    cfg = write_config(synth_roots, tmp_path / "cfg.yaml", tmp_path / "run")
+    arkx.pretrain(cfg, progress=False, stop_after_steps=2)
+    assert main(["--quiet", "pretrain", str(cfg), "training.rounds=3", "--resume", str(tmp_path / "run")]) == 2
+    assert "training.rounds" in capsys.readouterr().err  # a changed key is named, nothing is mixed
+    assert main(["--quiet", "pretrain", str(cfg), "--resume", str(tmp_path / "run")]) == 0
+    assert state_of(tmp_path / "run")["step_done"] == 6
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_with_another_config(synth_roots, tmp_path):
     run = tmp_path / "run"
     arkx.pretrain(small_config(synth_roots, run, rounds=1), progress=False)

@@ -134,16 +134,26 @@ def _check_before_work(cfg: ArkConfig) -> None:
         raise ConfigError(f"invalid config:\n  model.checkpoint: file {cfg.model.checkpoint} not found")
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, stop_after_steps: int | None = None) -> RunSummary:
-    """Continue the run in ``run_dir`` from its last checkpoint, with the config it started with."""
+def resume(run_dir: str | Path, config: ArkConfig | str | Path | dict | None = None, *,
+           overrides: list[str] | None = None, progress: bool = True,
+           stop_after_steps: int | None = None) -> RunSummary:
+    """Continue the run in ``run_dir`` from its last checkpoint, with the config it started with.
+
+    ``config`` (with ``overrides``) may be given too, as ``arkx pretrain CONFIG --resume DIR`` does: it
+    must then resolve to the run's own config (its ``run.out`` is taken to be ``run_dir``), so a changed
+    key is reported instead of silently mixing two configurations.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not an arkx run folder (no {CONFIG_FILE})")
-    cfg = load_config(cfg_path)
-    if Path(cfg.run.out).resolve() != run_dir.resolve():  # a copied or moved run folder
-        raise ConfigError(f"cannot resume {run_dir}: its {CONFIG_FILE} has run.out={cfg.run.out}, so resuming would "
-                          f"continue that folder instead; set run.out in {cfg_path} to this folder first")
+    saved = load_config(cfg_path)
+    if Path(saved.run.out).resolve() != run_dir.resolve():  # a copied or moved run folder
+        raise ConfigError(f"cannot resume {run_dir}: its {CONFIG_FILE} has run.out={saved.run.out}, so resuming "
+                          f"would continue that folder instead; set run.out in {cfg_path} to this folder first")
+    cfg = saved
+    if config is not None:
+        cfg = as_config(config, list(overrides or []) + [f"run.out={saved.run.out}"])
     return pretrain(cfg, resume=True, progress=progress, stop_after_steps=stop_after_steps)
 
 

@@ -111,9 +111,8 @@ def _cmd_pretrain(args) -> int:
     from . import api
 
     if args.resume:
-        if args.config is not None:
-            raise ValueError("give either a CONFIG or --resume DIR, not both (a resumed run keeps its config)")
-        summary = api.resume(args.resume, progress=not args.quiet)
+        # With a CONFIG too, it must match the run's own config (checked by resume); without, the run's is used.
+        summary = api.resume(args.resume, args.config, overrides=args.overrides, progress=not args.quiet)
     else:
         if args.config is None:
             raise ValueError("a CONFIG file is required (or --resume DIR)")
