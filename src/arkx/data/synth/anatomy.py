@@ -107,11 +107,23 @@ class Site:
 
 @dataclass
 class Drawn:
-    """A drawn image (float32 in [0, 1], ``h x w``) and the boxes of each finding (by index in ``Case.findings``)."""
+    """A drawn image (float32 in [0, 1], ``h x w``) and, per finding (index in ``Case.findings``), its drawn
+    components as (box, region mask): localization and segmentation layouts write exactly these."""
 
     image: np.ndarray
-    boxes: dict[int, list[Box]] = field(default_factory=dict)
+    components: dict[int, list[tuple[Box, np.ndarray]]] = field(default_factory=dict)
     female: bool = False
+
+    @property
+    def boxes(self) -> dict[int, list[Box]]:
+        return {i: [b for b, _ in comps] for i, comps in self.components.items()}
+
+    def mask(self, i: int) -> np.ndarray:
+        """Union of the regions of finding ``i`` (all False if it drew nothing)."""
+        out = np.zeros(self.image.shape, dtype=bool)
+        for _, m in self.components.get(i, []):
+            out |= m
+        return out
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -163,12 +175,13 @@ def _bbox(mask: np.ndarray) -> Box | None:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
-def _box_of(delta: np.ndarray, frac: float = 0.3) -> Box | None:
+def _region_of(delta: np.ndarray, frac: float = 0.3) -> np.ndarray | None:
+    """Where an additive finding changed the image (above ``frac`` of its peak), or None if nowhere."""
     a = np.abs(delta)
     peak = float(a.max()) if a.size else 0.0
     if peak <= 1e-6:
         return None
-    return _bbox(a > frac * peak)
+    return a > frac * peak
 
 
 # ----------------------------------------------------------------------------------------- anatomy
@@ -711,23 +724,25 @@ def draw_case(case: Case, shape: tuple[int, int], site: Site | None = None) -> D
             for delta, mask in _ADDITIVE[f.concept](c, f.strength, f.side):
                 deltas.append((i, delta.astype(np.float32, copy=False), mask))
     A = _render_anatomy(c)
-    boxes: dict[int, list[Box]] = {}
+    comps: dict[int, list[tuple[Box, np.ndarray]]] = {}
     for i, delta, mask in deltas:
         A = A + delta
-        b = _bbox(mask) if mask is not None else _box_of(delta)
+        if mask is None:
+            mask = _region_of(delta)
+        b = _bbox(mask) if mask is not None else None
         if b is not None:
-            boxes.setdefault(i, []).append(b)
-    seen: dict[str, list[Box]] = {}
+            comps.setdefault(i, []).append((b, np.asarray(mask, dtype=bool)))
+    seen: dict[str, list[tuple[Box, np.ndarray]]] = {}
     for i, f in enumerate(case.findings):
         if f.concept in STRUCTURAL:
             if f.concept not in seen:
-                seen[f.concept] = [b for b in map(_bbox, _structural_boxes(c, f.concept)) if b is not None]
+                seen[f.concept] = [(b, m) for m in _structural_boxes(c, f.concept) if (b := _bbox(m)) is not None]
             if seen[f.concept]:
-                boxes[i] = list(seen[f.concept])
+                comps[i] = list(seen[f.concept])
     img = np.clip(A, 0.0, 1.0).astype(np.float32)
     if site is not None:
         img = apply_site(img, site, rng)
-    return Drawn(image=img, boxes=boxes, female=g.female)
+    return Drawn(image=img, components=comps, female=g.female)
 
 
 @lru_cache(maxsize=64)

@@ -4,10 +4,9 @@ a small example for the generic ``coco`` adapter.
 Each ``write_<name>(folder, rng, n, size)`` fills ``folder`` the way the provider ships the data and
 returns the dataset root its adapter reads. The images are drawn by :mod:`.anatomy` with the shared
 finding concepts (pneumothorax, tuberculosis, nodule, ...); masks and boxes are derived from the
-pixels the finding changed: :func:`draw_with_masks` draws exactly what ``anatomy.draw_case`` draws
-(same image, same boxes) and also returns, per finding, the region of each drawn component (the
-finding's own mask where the drawer has one, else ``|delta| > 0.3 * peak``, the rule the drawer's
-boxes come from). The per-dataset ``generate_<name>(rng, n, size)`` returns the
+pixels the finding changed: ``anatomy.draw_case`` records, per finding, the region of each drawn
+component (the finding's own mask where the drawer has one, else ``|delta| > 0.3 * peak``), the same
+regions its boxes come from. The per-dataset ``generate_<name>(rng, n, size)`` returns the
 :class:`SynthImage` list a writer writes, so tests can compare an adapter's output with what was drawn.
 """
 
@@ -21,22 +20,7 @@ import numpy as np
 
 from .. import masks as M
 from ..mha import write_mha
-from .anatomy import (
-    _ADDITIVE,
-    STRUCTURAL,
-    Case,
-    Finding,
-    Site,
-    _apply_structural,
-    _bbox,
-    _Ctx,
-    _geometry,
-    _grid,
-    _render_anatomy,
-    _structural_boxes,
-    apply_site,
-    to_uint8,
-)
+from .anatomy import Case, Finding, Site, draw_case, to_uint8
 from .layouts import _save_gray, _seed, _sex_age, _uid, _uuid_like, _write_csv, _write_dicom
 
 Box = tuple[float, float, float, float]
@@ -67,65 +51,6 @@ _OTHER = ("effusion", "devices", "cardiomegaly", "opacity", "nodule")
 
 
 @dataclass
-class DrawnMasks:
-    """A drawn image and, per finding index, its drawn components: (box, region mask)."""
-
-    image: np.ndarray
-    components: dict[int, list[tuple[Box, np.ndarray]]] = field(default_factory=dict)
-    female: bool = False
-
-    @property
-    def boxes(self) -> dict[int, list[Box]]:
-        return {i: [b for b, _ in comps] for i, comps in self.components.items()}
-
-    def mask(self, i: int) -> np.ndarray:
-        """Union of the regions of finding ``i`` (all False if it drew nothing)."""
-        out = np.zeros(self.image.shape, dtype=bool)
-        for _, m in self.components.get(i, []):
-            out |= m
-        return out
-
-
-def draw_with_masks(case: Case, shape: tuple[int, int], site: Site | None = None) -> DrawnMasks:
-    """``anatomy.draw_case`` plus the region of every drawn component (same image, same boxes)."""
-    h, w = int(shape[0]), int(shape[1])
-    v, u, px = _grid(h, w)
-    g = _geometry(case, np.random.default_rng(case.anatomy_seed))
-    rng = np.random.default_rng(case.seed)
-    for f in case.findings:
-        if f.concept in STRUCTURAL and not (case.view == "LATERAL" and f.concept in ("rib_fracture", "clavicle_fracture")):
-            _apply_structural(g, f.concept, f.strength, rng)
-    c = _Ctx(v, u, px, g, rng)
-    deltas = []
-    for i, f in enumerate(case.findings):
-        if f.concept in _ADDITIVE:
-            for delta, mask in _ADDITIVE[f.concept](c, f.strength, f.side):
-                deltas.append((i, delta.astype(np.float32, copy=False), mask))
-    A = _render_anatomy(c)
-    comps: dict[int, list[tuple[Box, np.ndarray]]] = {}
-    for i, delta, mask in deltas:
-        A = A + delta
-        if mask is None:
-            a = np.abs(delta)
-            peak = float(a.max()) if a.size else 0.0
-            mask = a > 0.3 * peak if peak > 1e-6 else None
-        b = _bbox(mask) if mask is not None else None
-        if b is not None:
-            comps.setdefault(i, []).append((b, np.asarray(mask, dtype=bool)))
-    seen: dict[str, list[tuple[Box, np.ndarray]]] = {}
-    for i, f in enumerate(case.findings):
-        if f.concept in STRUCTURAL:
-            if f.concept not in seen:
-                seen[f.concept] = [(b, m) for m in _structural_boxes(c, f.concept) if (b := _bbox(m)) is not None]
-            if seen[f.concept]:
-                comps[i] = list(seen[f.concept])
-    img = np.clip(A, 0.0, 1.0).astype(np.float32)
-    if site is not None:
-        img = apply_site(img, site, rng)
-    return DrawnMasks(image=img, components=comps, female=g.female)
-
-
-@dataclass
 class SynthImage:
     """One generated image: its id, pixels, the case drawn, and the drawn findings as (label, box, mask)."""
 
@@ -149,7 +74,7 @@ class SynthImage:
 
 def _draw_labelled(case: Case, owners: list[str | None], shape, site: Site) -> tuple[np.ndarray, list]:
     """Draw ``case``; the components of finding ``i`` belong to label ``owners[i]`` (None = unlabelled)."""
-    drawn = draw_with_masks(case, shape, site)
+    drawn = draw_case(case, shape, site)
     out = []
     for i, owner in enumerate(owners):
         if owner is None:
