@@ -8,6 +8,8 @@ config next to its checkpoints, so a run can always be reproduced or resumed fro
 
 from __future__ import annotations
 
+from .errors import ArkxValueError
+
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 UncertainPolicy = Literal["ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ArkxValueError):
     """A config that cannot be used; the message names the key path and what was expected."""
 
 

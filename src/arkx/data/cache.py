@@ -47,6 +47,8 @@ workers: each row is a pure function of its file.
 
 from __future__ import annotations
 
+from ..errors import ArkxRuntimeError
+
 import contextlib
 import datetime as _dt
 import hashlib
@@ -80,7 +82,7 @@ LOCK_FILE = ".lock"
 _MAX_LOGGED_FAILURES = 50
 
 
-class TooManyBadImages(RuntimeError):
+class TooManyBadImages(ArkxRuntimeError):
     """More than ``fail_fraction`` of a dataset's images could not be read."""
 
     def __init__(self, message: str, failures: list[tuple[str, str, str]], n: int):
@@ -89,7 +91,7 @@ class TooManyBadImages(RuntimeError):
         self.n = n
 
 
-class CacheNotReady(RuntimeError):
+class CacheNotReady(ArkxRuntimeError):
     """A cache folder is missing, incomplete, of another format version, or damaged."""
 
 

@@ -27,6 +27,8 @@ Any failure raises :class:`ImageReadError` naming the file and a reason a user c
 
 from __future__ import annotations
 
+from ..errors import ArkxError
+
 import math
 import os
 import warnings
@@ -56,7 +58,7 @@ _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class ImageReadError(Exception):
+class ImageReadError(ArkxError):
     """An image file could not be decoded. ``path`` is the file, ``reason`` says why in plain words."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -37,6 +37,8 @@ synthetic generator.
 
 from __future__ import annotations
 
+from ..errors import ArkxValueError
+
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -81,7 +83,7 @@ MASK_COLUMNS = ("image_id", "label", "kind", "path", "rle", "encoding", "polygon
 RLE_ENCODINGS = ("kaggle-siim", "kaggle", "coco", "coco-compressed", "chexmask")
 
 
-class MaskDecodeError(ValueError):
+class MaskDecodeError(ArkxValueError):
     """A mask string / polygon / file is malformed (the message says what and where)."""
 
 

@@ -12,6 +12,8 @@ slice (``DimSize = x y 1``) keeps its 3-D shape; callers that want 2-D squeeze i
 
 from __future__ import annotations
 
+from ..errors import ArkxValueError
+
 import zlib
 from pathlib import Path
 
@@ -29,7 +31,7 @@ _DTYPE_TO_MET = {np.dtype(v): k for k, v in reversed(list(MET_TYPES.items()))}
 _MAX_HEADER = 64 * 1024
 
 
-class MetaImageError(ValueError):
+class MetaImageError(ArkxValueError):
     """A MetaImage file is malformed or uses a feature this reader does not support."""
 
 

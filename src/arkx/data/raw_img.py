@@ -14,6 +14,8 @@ words is an error naming the file.
 
 from __future__ import annotations
 
+from ..errors import ArkxValueError
+
 import math
 from pathlib import Path
 
@@ -24,7 +26,7 @@ JSRT_MAX = 4095  # 12 bits stored
 JSRT_PIXEL_MM = 0.175
 
 
-class RawImageError(ValueError):
+class RawImageError(ArkxValueError):
     """A raw image file does not have the expected size or value range."""
 
 

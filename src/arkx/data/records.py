@@ -13,6 +13,8 @@ MIMIC head was in alphabetical order while everything named it in CheXpert order
 
 from __future__ import annotations
 
+from ..errors import ArkxValueError
+
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ TaskKind = Literal["multilabel", "multiclass"]
 IMAGE_COLUMNS = ("image_id", "path", "patient_id", "split", "view", "sex", "age")
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(ArkxValueError):
     """A dataset folder does not match the provider's layout (names the file, row and what was expected)."""
 
 

@@ -9,6 +9,8 @@ what makes ``resume`` give the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+from ..errors import ArkxRuntimeError
+
 import contextlib
 import logging
 import math
@@ -32,7 +34,7 @@ from .teacher import ema_update, make_teacher
 log = logging.getLogger("arkx.training")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(ArkxRuntimeError):
     """The loss became NaN/Inf; the message names the dataset, step and image ids of the batch."""
 
 
