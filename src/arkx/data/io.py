@@ -130,6 +130,20 @@ def load_resized(path: str | os.PathLike, size: int) -> np.ndarray:
     return resize_uint8(_read(Path(path), draft_size=int(size)), size)
 
 
+def source_files(path: str | os.PathLike) -> list[Path]:
+    """Every file whose bytes make up the image at ``path``: the file itself, plus the pixel-data file
+    that a ``.mhd`` header names. What the cache hashes to notice a replaced image."""
+    path = Path(path)
+    files = [path]
+    if path.suffix.lower() == ".mhd":
+        from .mha import data_file
+
+        extra = data_file(path)
+        if extra is not None:
+            files.append(extra)
+    return files
+
+
 # ----------------------------------------------------------------------------------------------------
 # implementation
 

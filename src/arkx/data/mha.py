@@ -62,6 +62,15 @@ def read_mha_header(path: str | Path) -> dict[str, str]:
     return _parse_header(head, path)[0]
 
 
+def data_file(path: str | Path) -> Path | None:
+    """The separate pixel-data file a ``.mhd`` header names (``None`` for ``ElementDataFile = LOCAL``)."""
+    path = Path(path)
+    source = read_mha_header(path)["ElementDataFile"]
+    if source.upper() == "LOCAL":
+        return None
+    return path.parent / source
+
+
 def _truthy(value: str | None) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
