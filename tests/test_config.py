@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -86,3 +88,72 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("training: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+# ---------------------------------------------------------------------------- hostile and careless YAML
+def _bomb(levels: int) -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_at_load_quickly(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(9) + "model:\n  backbone_kwargs:\n    lol: *a8\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: the YAML expands to more than 100000 values through its aliases"):
+        load_config(path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_ordinary_anchors_and_merge_keys_still_load(tmp_path):
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "cfg.yaml"
+    path.write_text("datasets:\n  - &ds {type: chexpert, root: data, uncertain: lsr-ones}\n"
+                    "  - <<: *ds\n    name: second\n"
+                    "training: {rounds: 4, warmup_rounds: 1}\n")
+    cfg = load_config(path)
+    assert [d.head_name for d in cfg.datasets] == ["chexpert", "second"]
+    assert cfg.datasets[1].uncertain == "lsr-ones"
+    from arkx.config import load_yaml_text
+
+    merged = load_yaml_text("base: &b {lr: 0.1, rounds: 3}\ntraining:\n  <<: *b\n  lr: 0.2\n")
+    assert merged["training"] == {"lr": 0.2, "rounds": 3}  # an explicit key overrides a merged one
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("training:\n  lr: 0.1\n  rounds: 3\n  lr: 0.2\n", "line 4: key 'lr' repeats the key of line 2"),
+    ("run: {seed: 1, seed: 2}\n", "line 1: key 'seed' repeats the key of line 1"),
+    ("datasets: []\ndatasets: []\n", "line 2: key 'datasets' repeats the key of line 1"),
+])
+def test_a_duplicate_key_is_an_error_naming_the_key_and_line(tmp_path, text, fragment):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_non_utf8_folder_and_bom(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("run:\n  out: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text \(byte 0xe9 at offset 15\)"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("\ufeff".encode() + yaml.safe_dump(base(tmp_path)).encode())
+    assert load_config(bom).training.rounds == 4
+
+
+def test_relative_paths_are_made_absolute_for_the_run(tmp_path):
+    from arkx.config import with_absolute_paths
+
+    cfg = config_from_dict(dict(base(tmp_path), run=dict(out="runs/x"), data=dict(cache_dir="c")))
+    resolved = with_absolute_paths(cfg, cwd=tmp_path)
+    assert resolved.run.out == tmp_path / "runs/x" and resolved.data.cache_dir == tmp_path / "c"
+    assert resolved.datasets[0].root.is_absolute() and cfg.run.out == Path("runs/x")  # a copy

@@ -13,6 +13,9 @@ _API = {
     "inspect_dataset": "arkx.api", "build_from_config": "arkx.api", "synthesize": "arkx.api", "export_model": "arkx.api",
     "read_dataset": "arkx.data.adapters", "load_config": "arkx.config", "ArkConfig": "arkx.config",
     "build_model": "arkx.models.ark", "ArkModel": "arkx.models.ark",
+    "load_released": "arkx.models.released", "export_timm": "arkx.models.export", "model_info": "arkx.models.export",
+    "embed": "arkx.transfer", "probe": "arkx.transfer", "load_embeddings": "arkx.transfer",
+    "EmbeddingTable": "arkx.transfer", "ProbeResult": "arkx.transfer",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -1,29 +1,40 @@
 """The public Python API; the CLI is a thin layer over these functions.
 
     import arkx
-    summary = arkx.pretrain("configs/ark6.yaml", overrides=["training.rounds=50"])
+    summary = arkx.pretrain("configs/ark6-swinb224.yaml", overrides=["training.rounds=50"])
     model = arkx.load_model("runs/ark6")              # the teacher, with every dataset head
     z = model.embed(x)                                   # 1376-d embeddings
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import logging
+import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import yaml
 
-from .config import ArkConfig, ConfigError, config_from_dict, load_config
+from . import __version__
+from .config import ArkConfig, ConfigError, config_from_dict, load_config, with_absolute_paths
 from .data.adapters import read_dataset
+from .data.cache import fingerprint as cache_fingerprint
 from .data.loaders import prepare_dataset
+from .data.records import Records
 from .data.transforms import MEAN, STD
+from .errors import ArkxFileNotFoundError, ArkxValueError, RunChanged, RunInterrupted
+from .evaluation.metrics import excluded_labels
 from .models.ark import ArkModel, HeadSpec, build_model
 from .training.engine import Engine, RunSummary
-from .training.state import LAST
+from .training.identity import config_differences, config_identity, dataset_identity, describe_change, write_datasets_file
+from .training.runfolder import RunLock, run_log
+from .training.state import LAST, load_checkpoint, space_checked, tensor_bytes
 
 log = logging.getLogger("arkx")
 
@@ -46,45 +57,46 @@ def as_config(config: ArkConfig | str | Path | dict, overrides: list[str] | None
     return load_config(config, overrides)
 
 
-def heads_for(datasets) -> list[HeadSpec]:
-    return [HeadSpec(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
-
-
 def build_from_config(config: ArkConfig | str | Path | dict, overrides: list[str] | None = None) -> ArkModel:
     """The (untrained) student a config describes: its backbone, projector and one head per dataset.
 
     Reads each dataset's label files to name its head (images are not touched)."""
     cfg = as_config(config, overrides)
-    heads = []
+    heads = heads_for(_read_records(cfg))
+    torch.manual_seed(cfg.run.seed)
+    return build_model(cfg.model, heads)
+
+
+def heads_for(datasets) -> list[HeadSpec]:
+    """One head per dataset (``{name: Records}`` or ``{name: PreparedDataset}``), named after it."""
+    return [HeadSpec(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
+
+
+def _read_records(cfg: ArkConfig) -> dict[str, Records]:
+    """Every configured dataset's records (label files only), before any image is touched."""
+    out = {}
     for d in cfg.datasets:
         records = read_dataset(d.type, d.root, **d.options)
         if records.task is None:
-            raise ValueError(f"dataset {d.head_name!r} ({d.type}) has no classification labels")
-        heads.append(HeadSpec(d.head_name, records.task.kind, records.task.label_names))
-    torch.manual_seed(cfg.run.seed)
-    return build_model(cfg.model, heads)
+            raise ConfigError(f"dataset {d.head_name!r} ({d.type}) has no image-level labels to pretrain a "
+                              "classification head on")
+        out[d.head_name] = records
+    return out
 
 
 def _write_resolved_config(cfg: ArkConfig, out: Path, resume: bool) -> None:
     path = out / CONFIG_FILE
     text = cfg.to_yaml()
     if resume and path.exists():
-        before = yaml.safe_load(path.read_text())
-        now = yaml.safe_load(text)
-        if before != now:
-            diff = sorted(_diff_keys(before, now))
-            raise ConfigError(f"cannot resume {out}: the config differs from the one it started with at {diff[:10]}")
+        before = with_absolute_paths(load_config(path)).model_copy(deep=True)
+        before.run.out = cfg.run.out  # resume() checked that the file names this folder
+        diff = config_differences(before.model_dump(mode="json"), cfg.model_dump(mode="json"))
+        if diff:
+            raise ConfigError(f"cannot resume {out}: the config differs from the one it started with at "
+                              f"{', '.join(diff[:10])}")
         return
-    path.write_text(text)
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = set(a) | set(b)
-        return [k for key in keys for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [k for i, (x, y) in enumerate(zip(a, b)) for k in _diff_keys(x, y, f"{prefix}{i}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+    with space_checked(path):
+        path.write_text(text)
 
 
 def _configure_determinism(cfg: ArkConfig) -> None:
@@ -93,33 +105,232 @@ def _configure_determinism(cfg: ArkConfig) -> None:
 
 
 def pretrain(config: ArkConfig | str | Path | dict, *, overrides: list[str] | None = None, resume: bool = False,
-             progress: bool = True, stop_after_steps: int | None = None) -> RunSummary:
-    """Run Ark pretraining as configured (or continue it with ``resume=True``)."""
-    cfg = as_config(config, overrides)
+             progress: bool = True, stop_after_steps: int | None = None,
+             accept_data_change: bool = False) -> RunSummary:
+    """Run Ark pretraining as configured (or continue it with ``resume=True``).
+
+    The run folder (``run.out``) is locked for the run's duration: a second run on it is refused. On resume,
+    a change of the datasets (records or image files) since the last checkpoint is refused unless
+    ``accept_data_change=True``; a change of the config always is. Ctrl-C raises
+    :class:`arkx.errors.RunInterrupted` saying how to resume.
+    """
+    cfg = with_absolute_paths(as_config(config, overrides))
     _check_before_work(cfg)
+    records = _read_records(cfg)
     out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out, "run.out")
+    with RunLock(out), run_log(out):
+        return _pretrain_locked(cfg, records, out, resume, progress, stop_after_steps, accept_data_change)
+
+
+def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, resume: bool, progress: bool,
+                     stop_after_steps: int | None, accept_data_change: bool) -> RunSummary:
     last = out / "checkpoints" / LAST
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run (checkpoints/{LAST}); resume it with `arkx pretrain --resume "
                           f"{out}` or choose another run.out")
     if resume and not last.exists():
-        raise FileNotFoundError(f"nothing to resume in {out}: no checkpoints/{LAST}")
+        raise ArkxFileNotFoundError(f"nothing to resume in {out}: no checkpoints/{LAST}")
+    previous = load_checkpoint(last, mmap=True)["extra"] if resume else {}
     _write_resolved_config(cfg, out, resume)
+    if resume:
+        _check_config_unchanged(previous, cfg, out)
+        done = _finished_before(previous, last, cfg, out)
+        if done is not None:
+            return done
+    size = cfg.data.resolved_cache_size
+    identities = {name: dataset_identity(rec, cache_fingerprint(rec, size)) for name, rec in records.items()}
+    if resume:
+        _check_data_unchanged(previous, identities, out, accept_data_change)
+        _check_heads_unchanged(previous, records, out)
     _configure_determinism(cfg)
     cache_root = cfg.data.cache_dir or out / "cache"
-    datasets = {d.head_name: prepare_dataset(d, cfg.data, cache_root, cfg.run.seed, progress=progress)
-                for d in cfg.datasets}
+    _make_folder(cache_root, "data.cache_dir")
+    try:
+        datasets = {d.head_name: prepare_dataset(d, cfg.data, cache_root, cfg.run.seed, progress=progress,
+                                                 records=records[d.head_name]) for d in cfg.datasets}
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted while preparing the image cache; run the same command again to "
+                             "continue (images decoded so far are kept)") from None
+    _check_trainable(datasets)
+    _warn_degenerate_labels(datasets, cfg)
+    with space_checked(out / "datasets.json"):
+        write_datasets_file(out, identities, {name: dict(cache_folder=str(ds.images.folder))
+                                              for name, ds in datasets.items()
+                                              if getattr(ds.images, "folder", None) is not None})
     torch.manual_seed(cfg.run.seed)  # the model's initialisation is part of the run's identity
     student = build_model(cfg.model, heads_for(datasets))
     engine = Engine(cfg, datasets, student, out, progress=progress)
     start = engine.restore(out / "checkpoints") if resume else 0
-    summary = engine.run(start_step=start, stop_after_steps=stop_after_steps)
+    log.info("%s %s at step %d of %d (datasets: %s)", "resuming" if resume else "starting", out, start,
+             len(engine.schedule), ", ".join(f"{n} {len(ds.records)} images" for n, ds in datasets.items()))
+    prior_seconds = float(previous.get("train_seconds", 0.0))
+    record = dict(config=config_identity(cfg), datasets=identities)
+    started = time.perf_counter()
+
+    def checkpoint_extra() -> dict:
+        return dict(record, train_seconds=prior_seconds + time.perf_counter() - started)
+
+    try:
+        summary = engine.run(start_step=start, stop_after_steps=stop_after_steps, checkpoint_extra=checkpoint_extra)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_interrupted_message(out, last)) from None
+    summary.train_seconds += prior_seconds
+    log.info("%s at step %d of %d; training time so far %.1f s", "finished" if summary.finished else "stopped",
+             summary.steps_done, summary.total_steps, summary.train_seconds)
     if summary.finished:
         export_model(engine.teacher, cfg, out / "teacher.safetensors")
         export_model(engine.student, cfg, out / "student.safetensors")
-    (out / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2))
+    _write_summary(out, summary)
     return summary
+
+
+def _interrupted_message(out: Path, last: Path) -> str:
+    if not last.exists():
+        return f"interrupted before the first checkpoint; start the run again (nothing in {out} to resume yet)"
+    step = load_checkpoint(last, mmap=True)["step_done"]
+    return f"interrupted; the last checkpoint (step {step}) is intact: resume with `arkx pretrain --resume {out}`"
+
+
+def _make_folder(path: Path, key: str) -> None:
+    """Create a folder the run writes into; a file in its place or no permission is a one-line error."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot create the folder {path} ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: the folder {path} is not writable")
+
+
+def _write_summary(out: Path, summary: RunSummary) -> None:
+    path = out / "summary.json"
+    with space_checked(path):
+        path.write_text(json.dumps(_summary_dict(summary), indent=2))
+
+
+def _finished_before(previous: dict, last: Path, cfg: ArkConfig, out: Path) -> RunSummary | None:
+    """The recorded summary of a run that had already finished (and exported), else None: resuming it is a
+    no-op that keeps its summary (training time included) instead of rewriting it."""
+    from .training.schedule import build_schedule
+
+    total = len(build_schedule(cfg.training.mode, cfg.dataset_order, cfg.training.rounds))
+    step = int(load_checkpoint(last, mmap=True)["step_done"])
+    files = [out / "summary.json", out / "teacher.safetensors", out / "student.safetensors"]
+    if step < total or not all(f.is_file() for f in files):
+        return None
+    try:
+        summary = _summary_from_dict(json.loads(files[0].read_text()))
+    except (ValueError, TypeError, KeyError):
+        return None  # an unreadable summary is rewritten by finishing the run again
+    log.warning("%s: the run had already finished (%d of %d steps); nothing to do", out, step, total)
+    return summary
+
+
+def _summary_from_dict(d: dict) -> RunSummary:
+    fields = {f.name for f in dataclasses.fields(RunSummary)}
+    kwargs = {k: v for k, v in d.items() if k in fields}
+    kwargs["out"] = Path(kwargs["out"])
+    return RunSummary(**kwargs)
+
+
+def _check_config_unchanged(previous: dict, cfg: ArkConfig, out: Path) -> None:
+    """The resolved config must be the one the last checkpoint was trained with (config.yaml may have been
+    edited by hand since: a CLI override would have been refused, so the file must be too)."""
+    recorded = previous.get("config")
+    if not recorded:
+        return  # a checkpoint from before configs were recorded
+    # run.out may differ: a run folder copied elsewhere names its new place (resume() checked it names this one)
+    now = config_identity(cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": Path(out)})}))
+    old = recorded.get("resolved") or {}
+    now["resolved"]["run"]["out"] = old.get("run", {}).get("out", now["resolved"]["run"]["out"])
+    if now["sha256"] == recorded.get("sha256") or (old and not config_differences(old, now["resolved"])):
+        return
+    diff = config_differences(old, now["resolved"])
+    what = f"at {', '.join(diff[:10])}" if diff else "(its hash differs)"
+    raise RunChanged(f"cannot resume {out}: {out / CONFIG_FILE} differs from the config of the last checkpoint "
+                     f"{what} (was config.yaml edited since, or the checkpoint copied from another run?); restore "
+                     "it, or start a new run (another run.out) with the new settings")
+
+
+def _check_data_unchanged(previous: dict, identities: dict, out: Path, accept: bool) -> None:
+    recorded = previous.get("datasets")
+    if not recorded:
+        return
+    problems = []
+    for name, ident in identities.items():
+        if name not in recorded:
+            problems.append(f"dataset {name!r} was not part of the run")
+            continue
+        changes = describe_change(recorded[name], ident)
+        if changes:
+            problems.append(f"dataset {name!r} changed since the last checkpoint: {'; '.join(changes)}")
+    problems += [f"dataset {name!r} is no longer configured" for name in recorded if name not in identities]
+    if not problems:
+        return
+    if accept:
+        for problem in problems:
+            log.warning("%s (accepted: training continues on the data as it is now)", problem)
+        return
+    raise RunChanged(f"cannot resume {out}: {' | '.join(problems)}; pass --accept-data-change "
+                     "(accept_data_change=True) to continue on the data as it is now")
+
+
+def _check_heads_unchanged(previous: dict, records: dict[str, Records], out: Path) -> None:
+    """A head's outputs cannot change on resume: its weights would not fit (even with a data change accepted)."""
+    recorded = {h["name"]: h for h in previous.get("heads", [])}
+    for name, rec in records.items():
+        old = recorded.get(name)
+        if old is None:
+            continue
+        old_names, new_names = list(old["label_names"]), list(rec.task.label_names)
+        if len(old_names) != len(new_names) or old["kind"] != rec.task.kind:
+            added = [n for n in new_names if n not in old_names]
+            removed = [n for n in old_names if n not in new_names]
+            raise RunChanged(
+                f"cannot resume {out}: head {name!r} was trained with {len(old_names)} outputs {old_names} and the "
+                f"dataset now has {len(new_names)} labels (added {added}, removed {removed}); a head's outputs "
+                "cannot change within a run: start a new run (another run.out)")
+
+
+def _check_trainable(datasets: dict) -> None:
+    for name, ds in datasets.items():
+        n = len(ds.indices("train"))
+        if n < 2:
+            raise ArkxValueError(f"dataset {name!r} ({ds.records.root}) has {n} usable training image(s); training "
+                                 "needs at least 2 (batch statistics such as BatchNorm's need more than one image)")
+
+
+def _warn_degenerate_labels(datasets: dict, cfg: ArkConfig) -> None:
+    """Say once, at the start, which labels cannot learn or cannot be scored (they would otherwise show up
+    only as ``nan`` or as a mean over fewer labels)."""
+    splits = list(dict.fromkeys(list(cfg.eval.splits) + (["test"] if cfg.eval.test_at_end else [])))
+    for name, ds in datasets.items():
+        names, labels = ds.task.label_names, ds.records.labels
+        train = labels[ds.indices("train")]
+        known = ~np.isnan(train)
+        if ds.uncertain == "ignore":
+            known &= train != -1
+        unknown = [n for n, k in zip(names, known.any(axis=0)) if not k]
+        if len(unknown) == len(names):
+            log.warning("dataset %r: no training image has a known label (%s): its head learns from the "
+                        "consistency loss alone and its AUC is undefined", name, ", ".join(names))
+        elif unknown:
+            log.warning("dataset %r: label(s) %s have no known value in the train split: nothing trains "
+                        "their outputs", name, ", ".join(unknown))
+        for split in splits:
+            idx = ds.indices(split)
+            if len(idx) == 0:
+                continue
+            excluded = excluded_labels(ds.task.kind, labels[idx], names)
+            if len(excluded) == len(names):
+                log.warning("dataset %r, split %s: no label has both classes, so its AUC is undefined (nan)",
+                            name, split)
+            elif excluded:
+                listed = "; ".join(f"{k}: {v}" for k, v in excluded.items())
+                log.warning("dataset %r, split %s: %d of %d label(s) left out of the mean AUC (%s)", name, split,
+                            len(excluded), len(names), listed)
 
 
 def _check_before_work(cfg: ArkConfig) -> None:
@@ -130,31 +341,97 @@ def _check_before_work(cfg: ArkConfig) -> None:
         resolve_device(cfg.run.device)
     except RuntimeError as err:
         raise ConfigError(f"invalid config:\n  run.device: {err}") from None
-    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).is_file():
-        raise ConfigError(f"invalid config:\n  model.checkpoint: file {cfg.model.checkpoint} not found")
+    ckpt = cfg.model.checkpoint
+    if ckpt is not None:
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"invalid config:\n  model.checkpoint: file {ckpt} not found")
+        if Path(ckpt).stat().st_size == 0:
+            raise ConfigError(f"invalid config: model.checkpoint: {ckpt} is empty (0 bytes)")
+    for key, path in (("run.out", cfg.run.out), ("data.cache_dir", cfg.data.cache_dir)):
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(f"invalid config: {key}: {path} is a file, not a folder")
+    _check_model_fits(cfg)
+
+
+def _check_model_fits(cfg: ArkConfig) -> None:
+    """Build the model once without weights (on the meta device: no memory, no time) and run an image of the
+    configured size through it, so a typo in ``model.backbone_kwargs`` or an image size the backbone cannot
+    take is found before any cache is prepared."""
+    model_cfg = cfg.model.model_copy(update={"checkpoint": None})
+    size = cfg.data.image_size
+    heads = [HeadSpec("check", "multilabel", ("x",))]
+    for device in ("meta", "cpu"):  # a backbone that cannot be built on meta is built for real, once
+        try:
+            with torch.device(device):
+                model = build_model(model_cfg, heads).eval()
+        except Exception as err:  # noqa: BLE001 - anything timm raises on these kwargs is the user's to fix
+            if device == "meta" and "meta" in str(err):
+                continue
+            raise ConfigError(f"invalid config: model.backbone_kwargs: {cfg.model.backbone} cannot be built with "
+                              f"{cfg.model.backbone_kwargs}: {_one_line(err)}") from None
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, 3, size, size, device=device), "check")
+        except Exception as err:  # noqa: BLE001
+            if device == "meta" and "meta" in str(err):
+                continue
+            raise ConfigError(f"invalid config: data.image_size={size} does not fit model.backbone "
+                              f"{cfg.model.backbone}: {_one_line(err)}") from None
+        return
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
 
 
 def resume(run_dir: str | Path, config: ArkConfig | str | Path | dict | None = None, *,
            overrides: list[str] | None = None, progress: bool = True,
-           stop_after_steps: int | None = None) -> RunSummary:
+           stop_after_steps: int | None = None, accept_data_change: bool = False) -> RunSummary:
     """Continue the run in ``run_dir`` from its last checkpoint, with the config it started with.
 
     ``config`` (with ``overrides``) may be given too, as ``arkx pretrain CONFIG --resume DIR`` does: it
     must then resolve to the run's own config (its ``run.out`` is taken to be ``run_dir``), so a changed
-    key is reported instead of silently mixing two configurations.
+    key is reported instead of silently mixing two configurations. ``overrides`` without ``config`` apply
+    to the run's config and are refused if they change it. ``accept_data_change``: see :func:`pretrain`.
     """
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ArkxFileNotFoundError(f"no run folder {run_dir}")
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run folder")
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an arkx run folder (no {CONFIG_FILE})")
+        raise ArkxFileNotFoundError(f"{run_dir} is not an arkx run folder (no {CONFIG_FILE})")
     saved = load_config(cfg_path)
-    if Path(saved.run.out).resolve() != run_dir.resolve():  # a copied or moved run folder
+    here = run_dir.resolve()
+    if not _names_folder(Path(saved.run.out), here):  # a copied or moved run folder
         raise ConfigError(f"cannot resume {run_dir}: its {CONFIG_FILE} has run.out={saved.run.out}, so resuming "
                           f"would continue that folder instead; set run.out in {cfg_path} to this folder first")
-    cfg = saved
+    own = with_absolute_paths(saved, cwd=here.parent)
+    own.run.out = here
     if config is not None:
-        cfg = as_config(config, list(overrides or []) + [f"run.out={saved.run.out}"])
-    return pretrain(cfg, resume=True, progress=progress, stop_after_steps=stop_after_steps)
+        cfg = as_config(config, list(overrides or []) + [f"run.out={here}"])
+    elif overrides:
+        cfg = with_absolute_paths(as_config(own, overrides))
+        changed = config_differences(own.model_dump(mode="json"), cfg.model_dump(mode="json"))
+        if changed:
+            raise ConfigError(f"cannot resume {run_dir} with overrides: they change {', '.join(changed[:10])}, and a "
+                              "run continues with the config it started with; start a new run (another run.out) "
+                              "to train with other settings")
+    else:
+        cfg = own
+    return pretrain(cfg, resume=True, progress=progress, stop_after_steps=stop_after_steps,
+                    accept_data_change=accept_data_change)
+
+
+def _names_folder(recorded: Path, folder: Path) -> bool:
+    """Whether a config's run.out names ``folder``: absolute and equal, or (runs from before paths were
+    recorded absolute) relative and a tail of it."""
+    if recorded.is_absolute():
+        return recorded.resolve() == folder
+    parts = [p for p in recorded.parts if p not in (".", "")]
+    return not parts or list(folder.parts[-len(parts):]) == parts
 
 
 def _summary_dict(summary: RunSummary) -> dict:
@@ -169,50 +446,63 @@ def export_model(model: ArkModel, cfg: ArkConfig, path: Path) -> Path:
     """Weights as safetensors, with what is needed to rebuild the model in the metadata."""
     from safetensors.torch import save_file
 
-    meta = dict(format=EXPORT_FORMAT, model=cfg.model.model_dump(mode="json"), heads=model.head_config(),
+    meta = dict(format=EXPORT_FORMAT, arkx_version=__version__, model=cfg.model.model_dump(mode="json"), heads=model.head_config(),
                 image_size=cfg.data.image_size, normalization=dict(mean=MEAN, std=STD))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"arkx": json.dumps(meta)})
-    tmp.replace(path)
+    try:
+        with space_checked(path, tensor_bytes(state) + 1024 * 1024):
+            save_file(state, str(tmp), metadata={"arkx": json.dumps(meta)})
+            tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def load_model(path: str | Path, which: str = "teacher") -> ArkModel:
     """Rebuild an exported (or in-progress) arkx model: a run folder, a ``.safetensors`` export or a
     ``checkpoints/last.pt``. ``which`` picks teacher (the released model) or student."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if which not in ("teacher", "student"):
-        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+        raise ArkxValueError(f"which must be 'teacher' or 'student', got {which!r}")
     if path.is_dir():
         exported = path / f"{which}.safetensors"
         path = exported if exported.exists() else path / "checkpoints" / LAST
+    if not path.is_file():
+        raise ArkxFileNotFoundError(f"no model at {path}")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), "pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("arkx", "null") or "null")
-        if not meta or meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{path}: not an arkx model export (no arkx metadata)")
-        from .config import ModelConfig
-
-        model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
-        heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
-        model = build_model(model_cfg, heads)
-        _load_strict(model, load_file(str(path)), path)
-        return model.eval()
+        return _load_export(path)
     # A checkpoint of a run in progress: rebuild from the run's config and heads stored beside it.
     run_dir = path.parent.parent
-    from .training.state import load_checkpoint
-
     state = load_checkpoint(path)
     cfg = load_config(run_dir / CONFIG_FILE)
     heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in state["extra"].get("heads", [])]
     if not heads:
-        raise ValueError(f"{path}: checkpoint does not record its heads")
+        raise ArkxValueError(f"{path}: checkpoint does not record its heads")
     model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads)
     _load_strict(model, state[which], path)
+    return model.eval()
+
+
+def _load_export(path: Path) -> ArkModel:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("arkx", "null") or "null")
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        size = path.stat().st_size
+        raise ArkxValueError(f"{path}: not a readable .safetensors file ({size} bytes; {_one_line(err)})") from None
+    if not meta or meta.get("format") != EXPORT_FORMAT:
+        raise ArkxValueError(f"{path}: not an arkx model export (no arkx metadata)")
+    from .config import ModelConfig
+
+    model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
+    heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
+    model = build_model(model_cfg, heads)
+    _load_strict(model, state, path)
     return model.eval()
 
 
@@ -224,7 +514,7 @@ def _load_strict(model: torch.nn.Module, state: dict, source: Path) -> None:
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(format_key_mismatch(str(source), missing, unexpected, mismatched, own, state))
+        raise ArkxValueError(format_key_mismatch(str(source), missing, unexpected, mismatched, own, state))
     model.load_state_dict(state)
 
 
@@ -244,4 +534,13 @@ def synthesize(out: str | Path, seed: int = 0, n: int = 200, size: int = 128, da
     """Write the synthetic datasets in their official layouts; returns adapter name -> root."""
     from .data.synth import synthesize as _synth
 
-    return _synth(out, seed=seed, n=n, size=size, datasets=datasets)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ArkxValueError(f"{out} is a file; give a folder to write the synthetic datasets into")
+    try:
+        return _synth(out, seed=seed, n=n, size=size, datasets=datasets)
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise ArkxValueError(f"cannot write synthetic datasets into {out}: {err.strerror}"
+                                 + (f" ({err.filename})" if err.filename else "")) from None
+        raise

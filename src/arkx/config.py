@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 UncertainPolicy = Literal["ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"]
 
@@ -40,7 +40,9 @@ class DatasetConfig(_Strict):
     root: Path
     name: str | None = None  # head name; defaults to ``type``. Must be unique within a run.
     options: dict[str, Any] = Field(default_factory=dict)  # adapter options, validated by the adapter
-    uncertain: UncertainPolicy = "ones"
+    # uncertain (-1) label policy; unset (None) = the adapter's declared default (CheXpert: lsr-ones, as
+    # METHOD.md gives; MIMIC and the rest: ones), resolved here so the run's config.yaml shows the value used
+    uncertain: UncertainPolicy | None = Field(default=None, validate_default=True)
     lsr_ones_range: tuple[float, float] = (0.55, 0.85)
     lsr_zeros_range: tuple[float, float] = (0.0, 0.3)
     max_train_images: int | None = Field(default=None, gt=0)  # cap (seeded subset) for quick runs
@@ -58,6 +60,15 @@ class DatasetConfig(_Strict):
         if known and value not in known:
             raise ValueError(f"unknown dataset type {value!r}; known types: {', '.join(known)}")
         return value
+
+    @field_validator("uncertain")
+    @classmethod
+    def _adapter_default(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None or "type" not in info.data:
+            return value
+        from .data.adapters import default_uncertain
+
+        return default_uncertain(info.data["type"])
 
     @field_validator("lsr_ones_range", "lsr_zeros_range")
     @classmethod
@@ -89,17 +100,57 @@ class DataConfig(_Strict):
         return self
 
 
-class AugmentConfig(_Strict):
-    """Student-view augmentation (the teacher sees the resized original image, as in Ark+)."""
+#: Named student-augmentation recipes; a preset fills every augment key the config does not set.
+AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    # Ours (the default): gentler crops, because a crop of 8% of a chest X-ray often cuts away the
+    # small finding (a nodule, a line tip) that its multi-label targets still claim, and the head
+    # then learns to call an empty crop positive. The other settings are close to the authors'.
+    "arkx": dict(crop_scale=(0.7, 1.0), crop_ratio=(0.85, 1.18), affine_p=1.0, rotate_degrees=10.0,
+                 translate=0.05, zoom=0.0, border="zeros", brightness=0.2, contrast=0.2, gamma=(0.8, 1.25),
+                 color_p=0.3, color_mode="independent"),
+    # The authors' Ark+ student view (jlianglab/Ark at cba3fad, albumentations defaults filled in):
+    # RandomResizedCrop area (0.08, 1), ratio (3/4, 4/3); ShiftScaleRotate(rotate_limit=10) with its
+    # defaults shift 0.0625, scale 0.1, p 0.5, reflected border; OneOf(RandomBrightnessContrast,
+    # RandomGamma) with p 0.3, brightness/contrast limits 0.2 and gamma (0.8, 1.2).
+    "ark_plus": dict(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), affine_p=0.5, rotate_degrees=10.0,
+                     translate=0.0625, zoom=0.1, border="reflection", brightness=0.2, contrast=0.2,
+                     gamma=(0.8, 1.2), color_p=0.3, color_mode="one_of"),
+}
 
+
+class AugmentConfig(_Strict):
+    """Student-view augmentation (the teacher sees the resized original image, as in Ark+).
+
+    The view is a random resized crop, then a shift/scale/rotate of the resized crop, then intensity
+    changes. ``preset`` names a recipe from :data:`AUGMENT_PRESETS`: ``arkx`` (the default; gentler
+    crops keep small findings in view, which multi-label CXR targets assume) or ``ark_plus`` (the
+    authors' recipe). Keys set in the config override the preset's values.
+    """
+
+    preset: Literal["arkx", "ark_plus"] = "arkx"
     crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random resized crop
-    crop_ratio: tuple[float, float] = (0.85, 1.18)
+    crop_ratio: tuple[float, float] = (0.85, 1.18)  # width / height of the crop (drawn log-uniformly)
+    affine_p: float = Field(default=1.0, ge=0.0, le=1.0)  # probability of the shift/scale/rotate
     rotate_degrees: float = Field(default=10.0, ge=0.0, le=180.0)
-    translate: float = Field(default=0.05, ge=0.0, le=0.5)
+    translate: float = Field(default=0.05, ge=0.0, le=0.5)  # shift, as a fraction of the crop's side
+    zoom: float = Field(default=0.0, ge=0.0, lt=1.0)  # scale factor drawn from (1 - zoom, 1 + zoom)
+    border: Literal["zeros", "reflection"] = "zeros"  # what fills the view beyond the image's edge
     brightness: float = Field(default=0.2, ge=0.0, le=1.0)
     contrast: float = Field(default=0.2, ge=0.0, le=1.0)
     gamma: tuple[float, float] = (0.8, 1.25)
-    color_p: float = Field(default=0.3, ge=0.0, le=1.0)  # probability of each intensity transform
+    color_p: float = Field(default=0.3, ge=0.0, le=1.0)
+    # independent: brightness, contrast and gamma each applied with probability color_p;
+    # one_of: with probability color_p, either brightness+contrast or gamma (the authors' OneOf)
+    color_mode: Literal["independent", "one_of"] = "independent"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = data.get("preset", "arkx")
+            if preset in AUGMENT_PRESETS:  # an unknown name is reported by the field's own check
+                data = {**AUGMENT_PRESETS[preset], **data}
+        return data
 
     @field_validator("crop_scale", "crop_ratio", "gamma")
     @classmethod
@@ -113,6 +164,9 @@ class ModelConfig(_Strict):
     backbone: str = "swin_base_patch4_window7_224"
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to timm.create_model
     checkpoint: Path | None = None  # local weights for the backbone (timm, Ark or arkx file)
+    # allow timm to interpolate the checkpoint's relative position tables / patch embedding to this
+    # backbone's window / patch size (each interpolated tensor is logged); off: any shape difference is an error
+    checkpoint_resize: bool = False
     projector: Literal["linear", "mlp", "none"] = "linear"  # Ark+: linear; MICCAI Ark-6: mlp
     projector_dim: int = Field(default=1376, ge=1)  # matches Google CXR-FM's embedding size
 
@@ -158,8 +212,12 @@ class TrainingConfig(_Strict):
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False
     channels_last: bool = False
+    # stop: a NaN/Inf loss ends the run, naming the batch (found at the next read-back, see log_every);
+    # skip: that iteration is not applied, which needs the loss on the host at every iteration (a sync each)
     on_nonfinite_loss: Literal["stop", "skip"] = "stop"
-    log_every: int = Field(default=20, ge=1)  # host sync for loss logging every N iterations
+    # losses stay on the device and are read back (checked, mean logged at DEBUG) every N iterations
+    # and at the end of each dataset epoch
+    log_every: int = Field(default=20, ge=1)
     ema: EmaConfig = Field(default_factory=EmaConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
 
@@ -235,10 +293,104 @@ def _format_validation_error(err: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
+# ---------------------------------------------------------------------------- reading YAML safely
+#: most nodes a config may expand to once aliases are followed; real configs have a few hundred, while a
+#: nested-alias "billion laughs" file of a few hundred bytes expands to billions when it is written back
+MAX_EXPANDED_NODES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML would let the last one win
+    silently) and a document whose aliases expand to more than :data:`MAX_EXPANDED_NODES` nodes."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:  # ``<<: *defaults`` merges, and explicit keys may override it
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key; the base class reports it
+                    continue
+                if first is not None:
+                    raise ConfigError(f"{self.name}: line {line}: key {key!r} repeats the key of line {first} "
+                                      "(YAML would silently keep only the last one)")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node, self.name)
+        return node
+
+
+def _check_expansion(root, source: str) -> None:
+    """Refuse a node graph whose aliases expand to too many nodes (an alias bomb). Counts with memoised
+    sizes per node, so the check costs the distinct nodes, not the expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(node, depth: int = 0) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > 200:
+            raise ConfigError(f"{source}: nested more than 200 levels deep")
+        sizes[key] = 1  # a cycle (a recursive alias) counts once instead of looping
+        children = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        sizes[key] = total
+        if total > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{source}: the YAML expands to more than {MAX_EXPANDED_NODES} values through its "
+                              "aliases (&anchor / *alias); a config never needs that many, refusing")
+        return total
+
+    size(root)
+
+
+def load_yaml_text(text: str, source: str = "<text>") -> Any:
+    """Parse YAML the way every arkx config is read: safe tags only, no repeated keys, bounded aliases."""
+    loader = _ConfigLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """Read a YAML config file; every problem is a one-line :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; give the YAML file itself"
+                          + (f" (e.g. {path / 'config.yaml'})" if (path / "config.yaml").is_file() else ""))
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          "save the config as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        return load_yaml_text(text, str(path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
 def _parse_scalar(text: str) -> Any:
     """Value of a ``key=value`` override, typed the way YAML would type it."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text, "override")
     except yaml.YAMLError:
         return text
 
@@ -294,15 +446,37 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> ArkCo
     return cfg
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship inside the arkx package (``arkx/configs/*.yaml``), by name without suffix."""
+    from importlib.resources import files
+
+    folder = files("arkx") / "configs"
+    if not folder.is_dir():
+        return {}
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists or names a folder; otherwise a config shipped with arkx of that
+    name (``ark6-swinb224`` or ``ark6-swinb224.yaml``), so ``arkx pretrain ark6-swinb224`` works from
+    any folder, installed from a wheel too. A bare name that is neither is a :class:`ConfigError` that
+    lists the shipped configs; a missing path with a folder part is left to the reader to report."""
+    path = Path(path)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    shipped = shipped_configs()
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file {path} not found, and arkx ships no config of that name "
+                      f"(shipped: {', '.join(sorted(shipped)) or 'none'})")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ArkConfig:
     """Read a YAML config, apply overrides and validate it (errors name the file and key path)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    path = resolve_config_path(path)
+    raw = read_yaml_file(path)
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
@@ -310,3 +484,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> ArkConf
         return config_from_dict(raw, base_dir=path.parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def with_absolute_paths(cfg: ArkConfig, cwd: Path | None = None) -> ArkConfig:
+    """A copy of ``cfg`` whose paths (run.out, data.cache_dir, dataset roots, model.checkpoint) are absolute,
+    resolved against ``cwd`` (default: the current directory). A run records them so, because a relative
+    ``run.out`` would mean another folder to a resume started from another directory."""
+    base = Path.cwd() if cwd is None else Path(cwd)
+
+    def absolute(path: Path) -> Path:
+        path = Path(path).expanduser()
+        return (path if path.is_absolute() else base / path).resolve()
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.run.out = absolute(cfg.run.out)
+    if cfg.data.cache_dir is not None:
+        cfg.data.cache_dir = absolute(cfg.data.cache_dir)
+    if cfg.model.checkpoint is not None:
+        cfg.model.checkpoint = absolute(cfg.model.checkpoint)
+    for d in cfg.datasets:
+        d.root = absolute(d.root)
+    return cfg

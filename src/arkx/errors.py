@@ -20,3 +20,30 @@ class ArkxValueError(ArkxError, ValueError):
 
 class ArkxRuntimeError(ArkxError, RuntimeError):
     """An operation refused or stopped for a reason the message states (a lock held, a change on resume)."""
+
+
+class ArkxFileNotFoundError(ArkxError, FileNotFoundError):
+    """A file or folder the user named (a config, a run folder, a checkpoint) does not exist."""
+
+
+class DiskFull(ArkxError, OSError):
+    """No space left on the device while writing a file; the message names the path and the space needed."""
+
+
+class RunFolderBusy(ArkxRuntimeError):
+    """Another live process holds the run folder's lock; the message names it (pid, host, start time)."""
+
+
+class RunChanged(ArkxRuntimeError):
+    """A resume found the run's data or config changed since its last checkpoint (names what changed)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where to resume. Still a ``KeyboardInterrupt``, so code that
+    stops on Ctrl-C keeps doing so."""
+
+
+class ArkxKeyError(ArkxError, KeyError):
+    """An unknown name (a dataset type, a head). Printed as its message, not as a quoted key."""
+
+    __str__ = Exception.__str__

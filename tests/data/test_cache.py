@@ -278,8 +278,12 @@ def test_changed_file_invalidates(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(cache_mod, "load_resized", counter)
     with caplog.at_level(logging.INFO, logger="arkx.data"):
         out = prepare(rec, tmp_path / "c", SIZE, progress=False)
-    assert len(counter.calls) == 8  # rebuilt
+    assert counter.calls == [str(path)]  # updated: only the changed file is decoded, the others copied
     np.testing.assert_array_equal(out[3], load_resized(path, SIZE))
+    clean = prepare(rec, tmp_path / "clean", SIZE, progress=False)
+    assert (tmp_path / "c" / "images.u8").read_bytes() == (tmp_path / "clean" / "images.u8").read_bytes()
+    assert index_of(tmp_path / "c")["images"] == index_of(tmp_path / "clean")["images"]
+    assert not (tmp_path / "c" / "previous.u8").exists() and not (tmp_path / "c" / "previous.json").exists()
     assert not np.array_equal(out[3], before)
     assert any("rebuilding" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
 
@@ -290,9 +294,13 @@ def test_changed_records_invalidate(tmp_path, monkeypatch):
     sub = rec.subset(np.arange(8) != 3)
     counter = Counter()
     monkeypatch.setattr(cache_mod, "load_resized", counter)
+    before = {i: np.array(open_cache(tmp_path / "c")[i]) for i in range(8)}
     out = prepare(sub, tmp_path / "c", SIZE, progress=False)
-    assert len(out) == 7 and len(counter.calls) == 7
+    assert len(out) == 7 and counter.calls == []  # every remaining row is copied from the previous version
     assert out.image_ids == list(sub.images["image_id"])
+    for new, old in enumerate(i for i in range(8) if i != 3):
+        np.testing.assert_array_equal(out[new], before[old])
+    assert out.verify() == []
 
 
 def test_incomplete_or_other_version_cannot_be_opened(tmp_path):
@@ -378,3 +386,37 @@ def test_pickles_and_works_in_dataloader(tmp_path):
     for i in range(10):
         np.testing.assert_array_equal(seen[i], out[i])
     assert isinstance(torch.from_numpy(np.array(out[0])), torch.Tensor)
+
+
+def test_interrupted_update_in_place_resumes_and_still_copies(tmp_path, monkeypatch):
+    rec = make_records(tmp_path / "data", n=12)
+    folder = tmp_path / "c"
+    prepare(rec, folder, SIZE, progress=False)
+    path = rec.absolute_paths()[0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a new version, same bytes
+    sub = rec.subset(np.arange(12) != 5)
+    # the update stops after two chunks; copying needs no decoder, so make the copy path fail instead
+    real_chunk = cache_mod._prepare_chunk
+    calls = []
+
+    def stop_after_two(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_chunk(*args)
+
+    monkeypatch.setattr(cache_mod, "_prepare_chunk", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(sub, folder, SIZE, progress=False, chunk_size=3)
+    assert (folder / "previous.json").exists() and (folder / "previous.u8").exists()
+    assert np.load(folder / "done.npy").sum() == 6
+    monkeypatch.setattr(cache_mod, "_prepare_chunk", real_chunk)
+    counter = Counter()
+    monkeypatch.setattr(cache_mod, "load_resized", counter)
+    out = prepare(sub, folder, SIZE, progress=False, chunk_size=3)
+    assert counter.calls == []  # the other 5 rows were copied from the kept previous version too
+    assert not (folder / "previous.json").exists() and not (folder / "previous.u8").exists()
+    monkeypatch.setattr(cache_mod, "load_resized", load_resized)
+    clean = prepare(sub, tmp_path / "clean", SIZE, progress=False)
+    assert (folder / "images.u8").read_bytes() == (tmp_path / "clean" / "images.u8").read_bytes()
+    assert out.verify() == []

@@ -72,6 +72,66 @@ def test_png_16bit_round_trip(tmp_path, mode, name):
     assert out[0, 0] == 0 and out[0, 1] == 1
 
 
+def _png16(path, values, significant_bits=None):
+    """A 16-bit gray PNG of ``values``; with an sBIT chunk (inserted after IHDR) when asked."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    data = path.read_bytes()
+    if significant_bits is not None:
+        body = b"sBIT" + bytes([significant_bits])
+        chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+        data = data[:33] + chunk + data[33:]  # signature (8) + IHDR (25)
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("bits", [12, 10])
+def test_png16_sbit_scaled_as_the_png_spec_says(tmp_path, bits):
+    """sBIT = b: samples were scaled up to 16 bits (shifted left); b-bit values come back / (2**b - 1)."""
+    top = 2**bits - 1
+    v = np.random.default_rng(4).integers(0, top + 1, (30, 40))
+    v[0, 0], v[0, 1] = 0, top
+    shifted = _png16(tmp_path / "shift.png", v << (16 - bits), bits)
+    replicated = _png16(tmp_path / "repl.png", (v << (16 - bits)) | (v >> (2 * bits - 16)), bits)
+    for path in (shifted, replicated):
+        out = read_image(path)
+        np.testing.assert_allclose(out, v / top, atol=1e-6)
+        assert out[0, 1] == 1.0
+
+
+def test_png16_sbit_with_unscaled_values(tmp_path, caplog):
+    """sBIT = 12 but the 12-bit values written as they are (0..4095): still 12-bit data, / 4095."""
+    v = np.random.default_rng(5).integers(0, 4096, (30, 40))
+    v[0, 0] = 4095
+    with caplog.at_level("WARNING", logger="arkx.data"):
+        out = read_image(_png16(tmp_path / "a.png", v, 12))
+    np.testing.assert_allclose(out, v / 4095, atol=1e-6)
+    assert not caplog.records  # sBIT says what the data is: nothing to warn about
+
+
+def test_png16_low_range_without_sbit_is_kept_and_reported_once(tmp_path, caplog, monkeypatch):
+    import arkx.data.io as io_module
+
+    monkeypatch.setattr(io_module, "_low_range_reported", set())  # the per-process budget of named files
+    v = np.random.default_rng(6).integers(0, 4096, (30, 40))
+    path = _png16(tmp_path / "twelve_bit.png", v)
+    with caplog.at_level("WARNING", logger="arkx.data"):
+        out = read_image(path)
+        read_image(path)
+        load_resized(path, 16)
+    np.testing.assert_allclose(out, v / 65535, atol=1e-6)  # no per-image guess: contrast stays comparable
+    named = [r for r in caplog.records if "twelve_bit.png" in r.getMessage()]
+    assert len(named) == 1, caplog.text
+    assert "sBIT" in named[0].getMessage() and str(int(v.max())) in named[0].getMessage()
+    caplog.clear()
+    full = v * 16 + 15  # same data, using the 16-bit range: nothing to report
+    with caplog.at_level("WARNING", logger="arkx.data"):
+        read_image(_png16(tmp_path / "full.png", full))
+    assert not caplog.records
+
+
 def test_jpeg(tmp_path):
     a = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)
     Image.fromarray(a).save(tmp_path / "a.jpg", quality=95)
@@ -202,6 +262,95 @@ def test_voi_lut_sequence(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "a.dcm"), (255 - a) / 255.0, atol=1e-6)
 
 
+def _lut_item(first, values, depth=16):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [len(values) % 65536, first, depth]
+    item.LUTData = np.asarray(values).astype("<u2").tobytes()  # OW words, little endian like the file
+    item["LUTData"].VR = "OW"
+    return item
+
+
+def _pydicom_pipeline(path):
+    """pydicom's own modality -> VOI LUT -> MONOCHROME1 pipeline, scaled by the VOI LUT's output range."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    out = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    out = out / (2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    return 1 - out if ds.PhotometricInterpretation == "MONOCHROME1" else out
+
+
+@pytest.mark.filterwarnings("ignore:Applying a VOI LUT on a float input")  # pydicom's, on its rescaled floats
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("modality", ["rescale", "rescale-slope", "modality-lut"])
+def test_voi_lut_sequence_is_indexed_by_the_modality_output(tmp_path, modality, photometric):
+    """PS3.3 C.11: the VOI LUT maps the output of the rescale / Modality LUT, not the stored values."""
+    from pydicom.sequence import Sequence
+
+    a = ramp()  # stored 0..4095
+    tags = {}
+    if modality == "rescale":
+        tags.update(RescaleSlope=1, RescaleIntercept=1000)  # modality values 1000..5095
+        voi_first, n = 1000, 4096
+    elif modality == "rescale-slope":
+        tags.update(RescaleSlope=2, RescaleIntercept=300)  # modality values 300..8490
+        voi_first, n = 300, 8191
+    else:  # a Modality LUT that folds the stored range onto 2000 + x // 2 (16-bit output)
+        tags["ModalityLUTSequence"] = Sequence([_lut_item(0, 2000 + np.arange(4096) // 2)])
+        voi_first, n = 2000, 2048
+    # a non-linear VOI LUT over exactly the modality range: any other indexing is visibly wrong
+    voi = np.round(65535 * (np.arange(n) / (n - 1)) ** 0.5).astype(np.int64)
+    tags["VOILUTSequence"] = Sequence([_lut_item(voi_first, voi)])
+    write_dicom(tmp_path / "a.dcm", a, photometric=photometric, **tags)
+    ours = read_image(tmp_path / "a.dcm")
+    expected = _pydicom_pipeline(tmp_path / "a.dcm")
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert ours.min() < 0.05 and ours.max() > 0.95  # the LUT spans the image: not clipped to one end
+
+
+def test_deflated_explicit_vr_little_endian(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    a = ramp()
+    ds = write_dicom(tmp_path / "a.dcm", a, photometric="MONOCHROME1")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "a.dcm")
+    assert pydicom.dcmread(tmp_path / "a.dcm").file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    np.testing.assert_allclose(read_image(tmp_path / "a.dcm"), 1 - a / 4095.0, atol=1e-6)
+
+
+def test_dicom_without_meta_header_or_preamble(tmp_path):
+    from pydicom.dataset import FileMetaDataset
+
+    a = ramp()
+    ds = write_dicom(tmp_path / "a.dcm", a)
+    ds.file_meta, ds.preamble = FileMetaDataset(), None
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=False, implicit_vr=False, little_endian=True)
+    assert pydicom.dcmread(tmp_path / "a.dcm", force=True).file_meta.get("TransferSyntaxUID") is None
+    np.testing.assert_allclose(read_image(tmp_path / "a.dcm"), a / 4095.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("limit", [None, -1990])
+def test_pixel_padding_is_black(tmp_path, photometric, limit):
+    a = ramp() - 2048  # signed stored values; padding -2000 (and up to -1990 with a range limit)
+    a[:5] = -2000
+    a[5, :4] = -1995
+    tags = dict(PixelPaddingValue=-2000, RescaleSlope=1, RescaleIntercept=-1024)
+    if limit is not None:
+        tags["PixelPaddingRangeLimit"] = limit
+    write_dicom(tmp_path / "a.dcm", a, signed=True, photometric=photometric, **tags)
+    write_dicom(tmp_path / "nopad.dcm", a, signed=True, photometric=photometric, RescaleSlope=1,
+                RescaleIntercept=-1024)
+    out, plain = read_image(tmp_path / "a.dcm"), read_image(tmp_path / "nopad.dcm")
+    pad = (a == -2000) | ((a >= -2000) & (a <= -1990) if limit is not None else False)
+    assert pad[5, :4].all() == (limit is not None)
+    assert (out[pad] == 0).all() and (plain[pad] > 0).all()  # without the tag they are grey (or white)
+    np.testing.assert_array_equal(out[~pad], plain[~pad])
+
+
 def test_multiframe_first_frame(tmp_path):
     a = ramp()
     write_dicom(tmp_path / "a.dcm", np.stack([a, 4095 - a]), frames=2)
@@ -224,25 +373,50 @@ def test_rle_compressed_dicom(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "a.dcm"), a / 4095.0, atol=1e-6)
 
 
-def test_missing_decoder_names_package(tmp_path):
-    pytest.importorskip("pydicom")
-    try:
-        import pylibjpeg  # noqa: F401
-        pytest.skip("a JPEG-LS decoder may be installed")
-    except ImportError:
-        pass
+def _installed(*modules):
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+@pytest.mark.parametrize("tsyntax,packages,modules", [
+    ("JPEGLSLossless", ["pylibjpeg-libjpeg", "pyjpegls", "python-gdcm"], ["libjpeg", "jpeg_ls", "gdcm"]),
+    ("JPEGLosslessSV1", ["pylibjpeg-libjpeg", "python-gdcm"], ["libjpeg", "gdcm"]),
+    ("JPEG2000Lossless", ["pylibjpeg-openjpeg", "python-gdcm"], ["openjpeg", "gdcm"]),
+    ("HTJ2KLossless", ["pylibjpeg-openjpeg"], ["openjpeg"]),
+])
+def test_missing_decoder_names_package(tmp_path, tsyntax, packages, modules):
+    if _installed(*modules):
+        pytest.skip(f"a decoder for {tsyntax} is installed")
+    from pydicom import uid
     from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGLSLossless
 
     ds = write_dicom(tmp_path / "a.dcm", ramp())
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.file_meta.TransferSyntaxUID = getattr(uid, tsyntax)
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7garbage\xff\xd9"])
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "a.dcm")
     with pytest.raises(ImageReadError) as e:
         read_image(tmp_path / "a.dcm")
-    assert "install" in e.value.reason and "pylibjpeg" in e.value.reason
-    assert "JPEG-LS" in e.value.reason
+    assert "install" in e.value.reason and "\n" not in e.value.reason
+    for package in packages:
+        if not _installed(modules[packages.index(package)]):
+            assert package in e.value.reason
+    assert getattr(uid, tsyntax).name in e.value.reason
+
+
+def test_jpeg_extended_12bit_names_the_plugin():
+    """pydicom's own 12-bit JPEG Extended file: Pillow (installed) cannot decode 12-bit JPEG."""
+    if _installed("libjpeg") or _installed("gdcm"):
+        pytest.skip("a 12-bit JPEG decoder is installed")
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPGExtended.dcm", download=False)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51"
+    with pytest.raises(ImageReadError) as e:
+        read_image(path)
+    assert "JPEG Extended" in e.value.reason and "12-bit" in e.value.reason
+    assert "pip install pylibjpeg pylibjpeg-libjpeg" in e.value.reason and "python-gdcm" in e.value.reason
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")

@@ -36,5 +36,9 @@ def test_mlp_and_no_projector(tiny_heads):
     bb = create_backbone("test_convnext")
     mlp = ArkModel(bb, tiny_heads, projector="mlp", projector_dim=10)
     assert mlp.embed(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # MICCAI Ark-6: Linear(enc -> proj) - ReLU - Linear(proj -> proj), so their released weights load
+    first, relu, second = mlp.projector
+    assert (first.in_features, first.out_features) == (bb.num_features, 10)
+    assert isinstance(relu, torch.nn.ReLU) and (second.in_features, second.out_features) == (10, 10)
     none = ArkModel(create_backbone("test_convnext"), tiny_heads, projector="none")
     assert none.embed_dim == none.backbone.num_features

@@ -107,3 +107,16 @@ def test_cli_top_level_not_a_mapping_and_missing_file(tmp_path, capsys):
     assert "expected a mapping at the top level, got list" in capsys.readouterr().err
     assert main(["pretrain", str(tmp_path / "nope.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 8)), "expands to more than 100000 values"),
+    ("run:\n  seed: 1\n  seed: 2\n", "line 3: key 'seed' repeats the key of line 2"),
+])
+def test_cli_alias_bomb_and_duplicate_key_are_one_line_before_any_work(tmp_path, capsys, text, fragment):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    assert main(["--quiet", "pretrain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and str(path) in err and "Traceback" not in err

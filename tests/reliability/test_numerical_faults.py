@@ -15,6 +15,7 @@ import yaml
 import arkx
 from arkx.cli import main
 from arkx.config import ConfigError
+from arkx.errors import RunChanged
 from arkx.training.engine import Engine, NonFiniteLoss
 from arkx.training.state import load_checkpoint
 
@@ -42,7 +43,7 @@ def test_exploding_lr_stops_the_run_naming_dataset_and_images_cli(pristine_roots
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
-def test_nonfinite_loss_keeps_the_last_checkpoint_and_resume_is_handled(pristine_roots, tmp_path):
+def test_nonfinite_loss_keeps_the_last_checkpoint_and_resume_is_handled(pristine_roots, tmp_path, monkeypatch):
     full = tmp_path / "full"
     arkx.pretrain(tiny_config(pristine_roots, full), progress=False)
     run = tmp_path / "run"
@@ -54,14 +55,20 @@ def test_nonfinite_loss_keeps_the_last_checkpoint_and_resume_is_handled(pristine
     bad = tiny_config(pristine_roots, run, training=dict(lr=1e30))
     with pytest.raises(ConfigError, match=r"cannot resume .* differs .*training\.lr"):
         arkx.pretrain(bad, progress=False, resume=True)
-    # the run's own config edited to an exploding lr: the loss blows up after the checkpoint
+    # the run's own config edited by hand is refused too (issue 19 item 4)
     config_file = run / "config.yaml"
     original = config_file.read_text()
     edited = yaml.safe_load(original)
     edited["training"]["lr"] = 1e30
     config_file.write_text(yaml.safe_dump(edited, sort_keys=False))
-    with pytest.raises(NonFiniteLoss) as err:
+    with pytest.raises(RunChanged, match=r"config.yaml differs from the config of the last checkpoint at training\.lr"):
         arkx.resume(run, progress=False)
+    config_file.write_text(original)
+    # the loss blows up after the checkpoint
+    with monkeypatch.context() as patch:
+        _poison(patch, "shenzhen", step=2)
+        with pytest.raises(NonFiniteLoss) as err:
+            arkx.resume(run, progress=False)
     message = str(err.value)
     assert re.search(r"non-finite loss \((nan|inf|-inf)\) at step 2 \(round 1, dataset shenzhen\)", message)
     _image_ids(message, "shenzhen", arkx.read_dataset("shenzhen", pristine_roots["shenzhen"]))
@@ -70,7 +77,6 @@ def test_nonfinite_loss_keeps_the_last_checkpoint_and_resume_is_handled(pristine
     model = arkx.load_model(run)  # the in-progress teacher still loads
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
     # fixed: resume continues from the intact checkpoint, exactly as if nothing had happened
-    config_file.write_text(original)
     assert arkx.resume(run, progress=False).finished
     assert_bitwise_equal(full, run)
 

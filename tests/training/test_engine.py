@@ -75,8 +75,11 @@ def test_learning_rate_at_every_step_equals_the_schedule(tmp_path, tiny_datasets
         for pos in range(2):
             for it in range(iters):
                 expected.append(learning_rate(r + (pos + it / iters) / 2, base=3e-3, rounds=3, warmup=1,
-                                              schedule="cosine"))
+                                              schedule="cosine", iteration=1 / (iters * 2)))
     assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # warm-up: 1 round = 6 iterations; iteration i trains at lr·(i + 1)/6, never at 0
+    assert seen[:6] == pytest.approx([3e-3 * (i + 1) / 6 for i in range(6)], rel=1e-12)
+    assert seen[6] == pytest.approx(3e-3)  # the decay starts at the full rate
     assert all(g["lr"] == seen[-1] for g in eng.optimizer.param_groups)
 
 

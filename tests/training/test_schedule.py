@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from arkx.training.schedule import (CONCURRENT, build_schedule, consistency_weight, ema_momentum, learning_rate,
-                                    progress_in_rounds)
+from arkx.training.schedule import (CONCURRENT, build_schedule, consistency_weight, ema_momentum, iteration_rounds,
+                                    learning_rate, progress_in_rounds)
 
 
 def test_cyclic_schedule_visits_each_dataset_once_per_round_in_order():
@@ -30,6 +30,17 @@ def test_learning_rate_warmup_then_cosine():
     assert math.isclose(learning_rate(2.0, **kw), 0.3)
     assert math.isclose(learning_rate(6.0, **kw), 0.15)
     assert math.isclose(learning_rate(10.0, **kw), 0.0, abs_tol=1e-12)
+
+
+def test_warmup_gives_each_iteration_the_value_at_its_end():
+    kw = dict(base=0.3, rounds=10, warmup=2, schedule="cosine")
+    steps = build_schedule("cyclic", ["a", "b"], rounds=10)
+    iters = 5  # per dataset epoch: 2 warm-up rounds are 20 iterations
+    lrs = [learning_rate(progress_in_rounds(s, i, iters), iteration=iteration_rounds(s, iters), **kw)
+           for s in steps[:4] for i in range(iters)]
+    assert lrs == pytest.approx([0.3 * (i + 1) / 20 for i in range(20)], rel=1e-12)
+    assert lrs[0] > 0  # the first iteration trains
+    assert learning_rate(2.0, iteration=0.1, **kw) == 0.3  # the decay is read where the iteration starts
 
 
 def test_progress_counts_datasets_and_iterations():

@@ -3,83 +3,111 @@
 Full-size chest X-rays (2-3k px, often 12-16 bit DICOM) take tens of milliseconds each to decode;
 training reads them dozens of times. :func:`prepare` converts one dataset's :class:`Records` into a
 folder that training memory-maps (:class:`PreparedImages`); reading an image from it is one memory
-copy.
+copy and a CRC-32 check.
 
-Folder layout (``FORMAT_VERSION`` 1)::
+Folder layout (``FORMAT_VERSION`` 2)::
 
     images.u8      raw C-order uint8 array [n, size, size] (np.memmap; row i = records.images row i;
-                   rows of unreadable images are all zeros)
+                   rows of unreadable images are all zeros); allocated in full before any row is written
     index.json     {"format": "arkx-prepared-cache", "version", "complete", "size", "n", "dataset",
                     "root", "fingerprint", "n_failed", "created",
-                    "images": [{"image_id", "path" (relative to root), "ok", "crc32", "file_size",
-                                "mtime_ns", "reason" (only when not ok)}, ...]}
-    while running: done.npy (bool [n] progress bitmap), crc.npy (uint32 [n]), failures.jsonl
-                   (one {"i", "reason"} per unreadable image); removed once index.json is complete.
-    .lock          advisory lock, so several processes (e.g. DDP ranks) preparing the same folder wait
-                   for one another instead of writing the same rows twice.
+                    "images": [{"image_id", "path" (relative to root), "ok", "crc32" (of the row),
+                                "sha256" (of the source bytes: every file of source_files, e.g. a .mhd
+                                header and its .raw; null when missing), "files" ([size, mtime_ns] per
+                                source file, null for a missing one), "reason" (only when not ok)}, ...]}
+    while running: done.npy (bool [n] progress bitmap), crc.npy (uint32 [n]), sha256.npy (32-byte
+                   digests, uint8 [n, 32]), failures.jsonl (one {"i", "reason"} per unreadable image); removed once
+                   index.json is complete. During an update in place: previous.json + previous.u8, the
+                   version being replaced (rows of unchanged files are copied from it).
+    .lock          a POSIX record lock (see :mod:`arkx.data.cache_lock`) so several processes (e.g. DDP
+                   ranks) preparing the same folder wait for one another; it holds a note naming its holder.
+    .last_used     touched whenever the cache is opened by :func:`prepare` (``clean_cache`` keeps the newest).
 
 Guarantees:
 
-* **Resumable.** Workers write their rows straight into ``images.u8`` and return only statuses and
-  CRCs; the main process then records the chunk (``crc.npy``, ``failures.jsonl``) and last flips its
-  bits in ``done.npy``. A process killed at any point leaves ``done`` true only for rows that are on
-  disk, so a later :func:`prepare` with the same fingerprint decodes only the rest.
+* **Resumable.** Workers write their rows straight into ``images.u8`` and return only statuses, CRCs and
+  content hashes; the main process records the chunk (``crc.npy``, ``sha256.npy``, ``failures.jsonl``)
+  and last flips its bits in ``done.npy``. A process killed at any point leaves ``done`` true only for
+  rows that are on disk, so a later :func:`prepare` with the same fingerprint decodes only the rest.
+  Workers die with the process that started them (they never outlive a ``kill -9``), and the lock
+  dies with its holder.
 * **Never half-trusted.** ``index.json`` is written atomically (temp file + ``os.replace``) and says
-  ``complete: true`` only after every row is done; :func:`open_cache` refuses anything else.
-* **Invalidated by change.** The fingerprint is a sha256 over (format version, size, dataset,
-  image ids, paths, and each file's size and mtime_ns). A different fingerprint means the folder is
-  rebuilt from scratch, with a log message saying what changed.
+  ``complete: true`` only after every row is done; :func:`open_cache` refuses anything else. Every row
+  read for training is checked against its CRC-32 (:meth:`PreparedImages.read`): a damaged row stops the
+  run with :class:`CorruptCacheRow` naming it, never trains; ``prepare(repair=True)`` re-decodes such rows.
+* **Invalidated by change, updated incrementally.** The fingerprint is a sha256 over (format version,
+  size, dataset, image ids, paths, and each source file's size and mtime_ns): a cheap test done on every
+  open. A different fingerprint means a new version of the cache; rows of files whose (id, path and
+  content hash) are unchanged are *copied* from the previous version (the same folder, or a sibling
+  folder of the same dataset and size) instead of decoded. Content hashes also catch what size and mtime
+  cannot: :meth:`PreparedImages.verify_sources` re-reads the sources and compares.
 * **Bad files are skipped, not fatal** -- unless there are too many. Each unreadable or missing file
   is logged (``logging.getLogger("arkx.data")``) with its path and reason, stored as ``ok: false``
   with the reason, and counted; if more than ``fail_fraction`` of the images fail,
   :class:`TooManyBadImages` is raised (early, as soon as the outcome is certain; the work done so
   far is kept).
+* **Disk space is checked, not discovered.** Free space is compared with the cache's size before
+  anything is written, and the files are allocated in full (``posix_fallocate``), so a full disk is one
+  :class:`CacheDiskFull` line, never a "Bus error" from a memory map that cannot be backed; rows already
+  done are kept.
+* **Read-only is enough to read.** A complete, current cache is opened without taking the lock or
+  writing anything, so a shared read-only cache works.
 
 Workers: ``workers > 0`` runs chunks in a ``ProcessPoolExecutor``. The worker is a top-level function
 of this module that only imports numpy/Pillow/pydicom, so any start method works: the default is
 *fork* on Linux (what torch's DataLoader does; it needs no ``if __name__ == "__main__":`` guard in
 user scripts and the workers never touch torch or CUDA) and *spawn* elsewhere; pass ``start_method``
-to choose. Each chunk is a list of (row, path); the worker writes its rows into ``images.u8`` itself
-and returns only (row, ok, crc32, reason), so no pixels cross process boundaries. At most two chunks
-per worker are queued, so an early stop cancels little work. Results do not depend on the number of
-workers: each row is a pure function of its file.
+to choose. Each chunk is a list of (row, path, reuse); the worker writes its rows into ``images.u8``
+itself and returns only (row, ok, crc32, reason, sha256, copied), so no pixels cross process boundaries.
+At most two chunks per worker are queued, so an early stop cancels little work. Results do not depend
+on the number of workers: each row is a pure function of its file.
 """
 
 from __future__ import annotations
 
-from ..errors import ArkxRuntimeError
-
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
-import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .io import ImageReadError, load_resized
+from ..errors import ArkxRuntimeError
+from ..progress import Progress
+from .cache_lock import LOCK_FILE, LockBusy, folder_lock, held_by_this_process, worker_initializer
+from .io import ImageReadError, load_resized, source_files
 from .records import Records
 
-__all__ = ["FORMAT_VERSION", "PreparedImages", "TooManyBadImages", "CacheNotReady", "prepare", "open_cache",
-           "cache_key", "fingerprint"]
+__all__ = ["FORMAT_VERSION", "PreparedImages", "TooManyBadImages", "CacheNotReady", "CacheNotWritable",
+           "CacheDiskFull", "CorruptCacheRow", "prepare", "open_cache", "cache_key", "fingerprint",
+           "content_hash", "clean_cache", "CleanedFolder", "human_bytes"]
 
 log = logging.getLogger("arkx.data")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FORMAT_NAME = "arkx-prepared-cache"
 IMAGES_FILE = "images.u8"
 INDEX_FILE = "index.json"
 DONE_FILE = "done.npy"
 CRC_FILE = "crc.npy"
+HASH_FILE = "sha256.npy"
 FAILURES_FILE = "failures.jsonl"
-LOCK_FILE = ".lock"
+PREVIOUS_INDEX = "previous.json"
+PREVIOUS_IMAGES = "previous.u8"
+LAST_USED = ".last_used"
+_PROGRESS_FILES = (DONE_FILE, CRC_FILE, HASH_FILE, FAILURES_FILE)
 _MAX_LOGGED_FAILURES = 50
+_INDEX_BYTES_PER_IMAGE = 320  # a generous estimate of one index.json entry, for the free-space check
+_NO_HASH = bytes(32)
 
 
 class TooManyBadImages(ArkxRuntimeError):
@@ -95,40 +123,101 @@ class CacheNotReady(ArkxRuntimeError):
     """A cache folder is missing, incomplete, of another format version, or damaged."""
 
 
+class CacheNotWritable(ArkxRuntimeError):
+    """A cache must be written (prepared, finished, updated or repaired) in a folder that is read-only."""
+
+
+class CacheDiskFull(ArkxRuntimeError):
+    """Not enough free space for the cache; the message names the folder and the space needed."""
+
+
+class CorruptCacheRow(ArkxRuntimeError):
+    """A cache row no longer matches the CRC-32 recorded when it was written (``images.u8`` was damaged).
+
+    Raised in DataLoader workers too: torch re-raises a worker's exception as ``type(msg)`` with the
+    worker's whole traceback as the message, so the constructor keeps only our one line from it.
+    """
+
+    def __init__(self, message: str):
+        lines = str(message).rstrip().splitlines()
+        marker = f"{type(self).__name__}: "
+        if len(lines) > 1 and str(message).startswith("Caught ") and marker in lines[-1]:
+            message = lines[-1].split(marker, 1)[1]
+        super().__init__(message)
+
+
 # ----------------------------------------------------------------------------------------------------
-# fingerprint
+# sources: which files make an image, their stat, their content hash
 
 
-def _stat_files(paths: list[Path]) -> list[tuple[int, int] | None]:
-    out: list[tuple[int, int] | None] = []
+def _source_files(path: str | os.PathLike) -> list[Path]:
+    """``io.source_files``, or just the file when its header cannot name the others (the decoder then
+    reports the problem as the image's failure)."""
+    try:
+        return source_files(path)
+    except Exception:  # noqa: BLE001  (a bad .mhd header is a decode failure, reported there)
+        return [Path(path)]
+
+
+def _stat_sources(paths: list[Path]) -> list[list | None]:
+    """Per image: None when its file is missing, else ``[size, mtime_ns]`` (or None) per source file."""
+    out: list[list | None] = []
     for p in paths:
         try:
             st = os.stat(p)
         except OSError:
             out.append(None)
-        else:
-            out.append((int(st.st_size), int(st.st_mtime_ns)))
+            continue
+        files = [[int(st.st_size), int(st.st_mtime_ns)]]
+        for extra in _source_files(p)[1:]:
+            try:
+                st = os.stat(extra)
+            except OSError:
+                files.append(None)
+            else:
+                files.append([int(st.st_size), int(st.st_mtime_ns)])
+        out.append(files)
     return out
 
 
-def _fingerprint(records: Records, size: int, stats: list[tuple[int, int] | None]) -> str:
+def content_hash(path: str | os.PathLike) -> str | None:
+    """sha256 hex over the bytes of every source file of the image (a .mhd and its data file count
+    both); None when the image file itself cannot be read."""
+    h = hashlib.sha256()
+    for k, f in enumerate(_source_files(path)):
+        try:
+            with open(f, "rb") as fh:
+                h.update(f"{k}:{os.fstat(fh.fileno()).st_size}\0".encode())
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        except OSError:
+            if k == 0:
+                return None
+            h.update(f"{k}:missing\0".encode())
+    return h.hexdigest()
+
+
+def _fingerprint(records: Records, size: int, stats: list[list | None]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([_FORMAT_NAME, FORMAT_VERSION, int(size), str(records.dataset), len(records)]).encode())
     for image_id, path, st in zip(records.images["image_id"], records.images["path"], stats):
         h.update(f"{image_id}\0{Path(path).as_posix()}\0".encode())
-        h.update(b"missing\n" if st is None else f"{st[0]}\0{st[1]}\n".encode())
+        h.update(b"missing\n" if st is None else (json.dumps(st) + "\n").encode())
     return h.hexdigest()
 
 
 def fingerprint(records: Records, size: int) -> str:
-    """sha256 hex over (format version, size, dataset, image ids, paths, each file's size + mtime_ns)."""
-    return _fingerprint(records, size, _stat_files(records.absolute_paths()))
+    """sha256 hex over (format version, size, dataset, image ids, paths, each source file's size + mtime_ns)."""
+    return _fingerprint(records, size, _stat_sources(records.absolute_paths()))
+
+
+def _safe_name(dataset) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset)) or "dataset"
 
 
 def cache_key(records: Records, size: int) -> str:
     """A folder name for this dataset's cache: ``<dataset>-<size>-<first 12 hex of the fingerprint>``."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(records.dataset)) or "dataset"
-    return f"{safe}-{int(size)}-{fingerprint(records, size)[:12]}"
+    return f"{_safe_name(records.dataset)}-{int(size)}-{fingerprint(records, size)[:12]}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -147,7 +236,9 @@ class PreparedImages:
         paths: list of paths relative to ``root``.
         ok: bool array ``[n]``; False for images that could not be read (their rows are zeros).
         crc32: uint32 array ``[n]``, the CRC-32 of each row's bytes when it was written.
+        sha256: list ``[n]`` of the sources' content hashes at prepare (None for missing files).
         failures: list of ``(image_id, absolute path, reason)`` of unreadable images.
+        repaired: rows that ``prepare(repair=True)`` re-decoded (empty otherwise).
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -158,10 +249,20 @@ class PreparedImages:
         if index.get("format") != _FORMAT_NAME or index.get("version") != FORMAT_VERSION:
             raise CacheNotReady(
                 f"{self.folder}: cache format {index.get('format')!r} version {index.get('version')!r}, this arkx "
-                f"reads version {FORMAT_VERSION}; prepare it again")
+                f"reads version {FORMAT_VERSION}; prepare it again (`arkx prepare`; `arkx cache clean` removes "
+                "old versions)")
         if not index.get("complete"):
             raise CacheNotReady(f"{self.folder}: cache is incomplete (preparation was interrupted); "
                                 "run prepare again to finish it")
+        try:
+            self._load(index)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CacheNotReady(f"{self.folder}: {INDEX_FILE} is damaged ({type(e).__name__}: {e}); "
+                                "prepare it again") from None
+        self.repaired: list[int] = []
+        self._array: np.ndarray | None = None
+
+    def _load(self, index: dict) -> None:
         self.size = int(index["size"])
         self.dataset = str(index["dataset"])
         self.root = Path(index.get("root", ""))
@@ -174,6 +275,7 @@ class PreparedImages:
         self.paths = [e["path"] for e in entries]
         self.ok = np.array([bool(e["ok"]) for e in entries], dtype=bool)
         self.crc32 = np.array([int(e["crc32"]) for e in entries], dtype=np.uint32)
+        self.sha256 = [e.get("sha256") for e in entries]
         self.ok.flags.writeable = False
         self.crc32.flags.writeable = False
         self.failures = [(e["image_id"], str(self.root / e["path"]), e.get("reason", "unreadable"))
@@ -186,7 +288,6 @@ class PreparedImages:
         if actual != expected:
             raise CacheNotReady(f"{self.folder}: {IMAGES_FILE} has {actual} bytes, expected {expected} "
                                 f"({n} x {self.size} x {self.size}); prepare it again")
-        self._array: np.ndarray | None = None
 
     # the memmap is per process: opened on first access, dropped when pickled
     def __getstate__(self):
@@ -214,17 +315,55 @@ class PreparedImages:
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Row ``i`` as uint8 ``[size, size]``: a read-only *view* into the memmap, not a copy (copy it
-        with ``np.array(x)`` before modifying or handing it to torch)."""
+        with ``np.array(x)`` before modifying or handing it to torch). Not checked: see :meth:`read`."""
         n = len(self)
         i = int(i)
         if not -n <= i < n:
             raise IndexError(f"image index {i} out of range for a cache of {n} images")
         return self.array[i]
 
+    def read(self, i: int) -> np.ndarray:
+        """A writable copy of row ``i``, checked against its CRC-32 (about 25 us for 256 x 256).
+
+        Raises:
+            CorruptCacheRow: the row's bytes changed since they were written.
+        """
+        row = np.array(self[i], dtype=np.uint8, copy=True)
+        i = int(i) % max(len(self), 1)
+        if zlib.crc32(row) != int(self.crc32[i]):
+            raise CorruptCacheRow(
+                f"cache row {i} of {self.folder} (image {self.image_ids[i]}, {self.paths[i]}) fails its checksum: "
+                f"{IMAGES_FILE} was damaged after it was prepared; run `arkx prepare ... --repair` on this dataset "
+                "(or delete the folder), then resume")
+        return row
+
     def verify(self) -> list[int]:
-        """Indices whose bytes no longer match the CRC-32 recorded when they were written."""
+        """Indices whose bytes no longer match the CRC-32 recorded when they were written (reads every row)."""
         arr = self.array
         return [i for i in range(len(self)) if zlib.crc32(arr[i]) != int(self.crc32[i])]
+
+    def verify_sources(self, workers: int = 0, progress: bool = False) -> list[int]:
+        """Indices whose source files' content changed since prepare (re-reads every original; a file
+        replaced with the same size and mtime is caught, and both files of a .mhd pair count)."""
+        paths = [self.root / p for p in self.paths]
+        changed: list[int] = []
+        with Progress(len(paths), f"verifying the sources of {self.dataset}", enabled=progress, unit="images",
+                      logger=log) as bar:
+            if workers > 0:
+                from concurrent.futures import ThreadPoolExecutor  # reading and hashing release the GIL
+
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    hashes = pool.map(content_hash, paths, chunksize=64)
+                    for i, h in enumerate(hashes):
+                        if h != self.sha256[i]:
+                            changed.append(i)
+                        bar.advance()
+            else:
+                for i, p in enumerate(paths):
+                    if content_hash(p) != self.sha256[i]:
+                        changed.append(i)
+                    bar.advance()
+        return changed
 
     def __repr__(self) -> str:
         return (f"PreparedImages({str(self.folder)!r}, dataset={self.dataset!r}, n={len(self)}, size={self.size}, "
@@ -233,7 +372,7 @@ class PreparedImages:
 
 def open_cache(cache_dir: str | os.PathLike) -> PreparedImages:
     """Open a complete cache folder; raises :class:`CacheNotReady` if it is incomplete, of another
-    version, or its image file has the wrong size."""
+    version, or its image file has the wrong size. Needs no write access."""
     return PreparedImages(cache_dir)
 
 
@@ -241,15 +380,36 @@ def open_cache(cache_dir: str | os.PathLike) -> PreparedImages:
 # worker
 
 
-def _prepare_chunk(images_file: str, n: int, size: int, items: list[tuple[int, str]]) -> list[tuple[int, bool, int, str | None]]:
-    """Decode ``items`` (row, absolute path) into their rows of ``images_file``.
+_ChunkResult = tuple[int, bool, int, "str | None", "str | None", bool]  # row, ok, crc32, reason, sha256, copied
 
-    Top-level (spawn-safe). Returns ``(row, ok, crc32, reason)`` per item once all rows are flushed.
+
+def _prepare_chunk(images_file: str, n: int, size: int, items: list[tuple[int, str, tuple | None]],
+                   previous: tuple[str, int] | None = None) -> list[_ChunkResult]:
+    """Make the rows ``items`` (row, absolute path, reuse) of ``images_file``.
+
+    ``reuse`` is None or ``(previous row, its sha256, its crc32, its ok, its reason)`` of the file in
+    ``previous`` = (images file, rows) of an earlier version: when the file's content hash still matches
+    and the old row still matches its CRC, the row is copied; otherwise it is decoded.
+    Top-level (spawn-safe). Returns ``(row, ok, crc32, reason, sha256, copied)`` per item once all rows
+    are flushed.
     """
     mm = np.memmap(images_file, dtype=np.uint8, mode="r+", shape=(n, size, size))
+    prev = None
+    if previous is not None and any(item[2] is not None for item in items):
+        try:
+            prev = np.memmap(previous[0], dtype=np.uint8, mode="r", shape=(previous[1], size, size))
+        except (OSError, ValueError):  # the previous version was removed meanwhile: decode everything
+            prev = None
     out = []
     try:
-        for i, path in items:
+        for i, path, reuse in items:
+            sha = content_hash(path)  # read first: the decoder then finds the file in the page cache
+            if reuse is not None and prev is not None and sha is not None and sha == reuse[1]:
+                j, _, old_crc, old_ok, old_reason = reuse
+                if zlib.crc32(prev[j]) == old_crc:
+                    mm[i] = prev[j]
+                    out.append((i, old_ok, old_crc, old_reason, sha, True))
+                    continue
             reason = None
             try:
                 img = load_resized(path, size)
@@ -261,10 +421,10 @@ def _prepare_chunk(images_file: str, n: int, size: int, items: list[tuple[int, s
                 mm[i] = img
             else:
                 mm[i] = 0
-            out.append((i, reason is None, zlib.crc32(mm[i]), reason))
+            out.append((i, reason is None, zlib.crc32(mm[i]), reason, sha, False))
         mm.flush()
     finally:
-        del mm
+        del mm, prev
     return out
 
 
@@ -274,25 +434,30 @@ def _prepare_chunk(images_file: str, n: int, size: int, items: list[tuple[int, s
 
 def prepare(records: Records, cache_dir: str | os.PathLike, size: int, workers: int = 0, progress: bool = True,
             fail_fraction: float = 0.05, *, chunk_size: int | None = None,
-            start_method: str | None = None) -> PreparedImages:
+            start_method: str | None = None, repair: bool = False) -> PreparedImages:
     """Decode every image of ``records`` once into ``cache_dir`` (see the module doc) and open it.
 
-    Returns at once when ``cache_dir`` already holds a complete cache with the same fingerprint;
-    resumes an interrupted one; rebuilds one whose records or files changed.
+    Returns at once when ``cache_dir`` already holds a complete cache with the same fingerprint (without
+    locking or writing: a read-only cache works); resumes an interrupted one; updates one whose records
+    or files changed, copying the rows of unchanged files.
 
     Args:
         records: the dataset (row order = cache row order).
         cache_dir: the folder (created if needed); usually ``cache_root / cache_key(records, size)``.
         size: side of the square uint8 images.
         workers: decoding processes; 0 decodes in this process.
-        progress: show a progress bar (rich, when stderr is a terminal; otherwise a log line per ~10%).
+        progress: show progress (arkx.progress: a bar on a terminal, else a log line per ~10%).
         fail_fraction: the largest fraction of unreadable/missing images accepted.
         chunk_size: images per task (default: about 8 tasks per worker, at most 256 images each);
             ``done.npy`` is flushed after every chunk, so this is also the most work an interruption loses.
         start_method: multiprocessing start method for ``workers > 0`` (default: fork on Linux, else spawn).
+        repair: also re-read every row and every source file, and re-decode the rows that fail their
+            checksum or whose source content changed (listed in the result's ``repaired``).
 
     Raises:
         TooManyBadImages: more than ``fail_fraction`` of the images could not be read.
+        CacheNotWritable: the cache must be written but its folder is read-only.
+        CacheDiskFull: not enough free space (the rows done so far are kept).
     """
     size = int(size)
     if size <= 0:
@@ -300,34 +465,73 @@ def prepare(records: Records, cache_dir: str | os.PathLike, size: int, workers: 
     if not 0.0 <= fail_fraction <= 1.0:
         raise ValueError(f"fail_fraction must be in [0, 1], got {fail_fraction}")
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir):
-        return _prepare_locked(records, cache_dir, size, int(workers), progress, float(fail_fraction), chunk_size,
-                               start_method)
+    stats = _stat_sources(records.absolute_paths())
+    fp = _fingerprint(records, size, stats)
+    if not repair:
+        current = _open_if_current(cache_dir, fp)
+        if current is not None:
+            log.debug("cache %s is complete and up to date", cache_dir)
+            _touch_last_used(cache_dir)
+            _check_failures(current.failures, len(records), fail_fraction, records.dataset)
+            return current
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with _writable_lock(cache_dir):
+            prepared = _prepare_locked(records, cache_dir, size, int(workers), progress, float(fail_fraction),
+                                       chunk_size, start_method, stats, fp)
+            if repair:
+                prepared = _repair(records, prepared, int(workers), progress, float(fail_fraction), chunk_size,
+                                   start_method)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(cache_dir, len(records), size, e) from None
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise _not_writable(cache_dir, e) from None
+        raise
+    _touch_last_used(cache_dir)
+    _check_failures(prepared.failures, len(records), fail_fraction, records.dataset)
+    return prepared
+
+
+def _open_if_current(cache_dir: Path, fp: str) -> PreparedImages | None:
+    """The cache in ``cache_dir`` when it is complete and has fingerprint ``fp``; None otherwise."""
+    index = _read_index(cache_dir)
+    if index is None or index.get("fingerprint") != fp or index.get("version") != FORMAT_VERSION \
+            or not index.get("complete"):
+        return None
+    try:
+        return PreparedImages(cache_dir)
+    except CacheNotReady as e:
+        log.warning("cache %s cannot be used as it is: %s", cache_dir, e)
+        return None
+
+
+@contextlib.contextmanager
+def _writable_lock(cache_dir: Path):
+    try:
+        with folder_lock(cache_dir) as held:
+            yield held
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and e.filename and Path(e.filename).name == LOCK_FILE:
+            raise _not_writable(cache_dir, e) from None
+        raise
 
 
 def _prepare_locked(records, cache_dir: Path, size: int, workers: int, progress: bool, fail_fraction: float,
-                    chunk_size: int | None, start_method: str | None) -> PreparedImages:
+                    chunk_size: int | None, start_method: str | None, stats: list, fp: str) -> PreparedImages:
     n = len(records)
     abs_paths = records.absolute_paths()
-    stats = _stat_files(abs_paths)
-    fp = _fingerprint(records, size, stats)
     ids = [_json_id(x) for x in records.images["image_id"]]
     rel_paths = [Path(p).as_posix() for p in records.images["path"]]
 
     old = _read_index(cache_dir)
-    images_file = cache_dir / IMAGES_FILE
     resume = False
     if old is not None and old.get("fingerprint") == fp and old.get("version") == FORMAT_VERSION:
-        if old.get("complete"):
+        if old.get("complete"):  # another process finished it while we waited for the lock
             try:
-                prepared = PreparedImages(cache_dir)
+                return PreparedImages(cache_dir)
             except CacheNotReady as e:
                 log.warning("rebuilding cache %s: %s", cache_dir, e)
-            else:
-                log.debug("cache %s is complete and up to date", cache_dir)
-                _check_failures(prepared.failures, n, fail_fraction, records.dataset)
-                return prepared
         else:
             resume = _can_resume(cache_dir, n, size)
             if not resume:
@@ -336,17 +540,20 @@ def _prepare_locked(records, cache_dir: Path, size: int, workers: int, progress:
         log.warning("rebuilding cache %s: %s", cache_dir, _why_stale(old, records, size, ids, rel_paths, stats))
 
     if not resume:
-        _start_fresh(cache_dir, n, size)
+        _keep_as_previous(cache_dir, old, size)
+        _start_fresh(cache_dir, n, size, records.dataset)
         _write_index(cache_dir, _header(records, size, fp, complete=False))
     else:
         log.info("resuming cache %s", cache_dir)
 
     done = np.load(cache_dir / DONE_FILE, mmap_mode="r+") if n else np.zeros(0, bool)
     crc = np.load(cache_dir / CRC_FILE, mmap_mode="r+") if n else np.zeros(0, np.uint32)
+    hashes = np.load(cache_dir / HASH_FILE, mmap_mode="r+") if n else np.zeros((0, 32), np.uint8)
     failed: dict[int, str] = {}
     if resume:
         failed = {i: r for i, r in _read_failures(cache_dir / FAILURES_FILE).items() if done[i]}
     logged = [0]
+    copied = [0]
 
     def fail_examples() -> list[tuple[str, str, str]]:
         return [(ids[i], str(abs_paths[i]), failed[i]) for i in sorted(failed)]
@@ -363,70 +570,84 @@ def _prepare_locked(records, cache_dir: Path, size: int, workers: int, progress:
 
     with open(cache_dir / FAILURES_FILE, "a", encoding="utf-8") as failures_log:
 
-        def record(results: list[tuple[int, bool, int, str | None]]) -> None:
+        def record(results) -> None:
             rows = [r[0] for r in results]
-            for i, ok, c, reason in results:
+            for i, ok, c, reason, sha, was_copied in results:
                 crc[i] = c
+                hashes[i] = np.frombuffer(bytes.fromhex(sha) if sha else _NO_HASH, dtype=np.uint8)
+                copied[0] += bool(was_copied)
                 if not ok:
                     note_failure(i, reason or "unreadable")
                     failures_log.write(json.dumps({"i": i, "reason": failed[i]}) + "\n")
                 else:
                     failed.pop(i, None)
             crc.flush()
+            hashes.flush()
             failures_log.flush()
-            done[rows] = True  # last: a row counts as done only once its bytes, crc and reason are saved
+            done[rows] = True  # last: a row counts as done only once its bytes, crc, hash and reason are saved
             done.flush()
 
         # files missing on disk fail without a decode attempt (and fail fast when there are too many)
         missing = [i for i in range(n) if stats[i] is None and not done[i]]
         if missing:
             zero_crc = zlib.crc32(bytes(size * size))
-            with _open_rows(images_file, n, size) as mm:
+            with _open_rows(cache_dir / IMAGES_FILE, n, size) as mm:
                 for i in missing:
                     mm[i] = 0
-            record([(i, False, zero_crc, "file not found") for i in missing])
+            record([(i, False, zero_crc, "file not found", None, False) for i in missing])
         if len(failed) > limit:
             raise _too_many(fail_examples(), n, fail_fraction, records.dataset, early=len(failed) < n)
 
         todo = np.flatnonzero(~np.asarray(done)).tolist()
         if todo:
-            _run(todo, abs_paths, str(images_file), n, size, workers, chunk_size, progress, record,
-                 lambda: len(failed) > limit, records.dataset, start_method)
+            previous = _find_previous(cache_dir, records.dataset, size)
+            plan = _reuse_plan(previous, ids, rel_paths, todo) if previous else {}
+            if plan:
+                log.info("%s: %d of %d image(s) to do may be copied from %s if unchanged", records.dataset,
+                         len(plan), len(todo), previous.folder)
+            items = [(i, str(abs_paths[i]), plan.get(i)) for i in todo]
+            source = (str(previous.images_file), previous.n) if plan else None
+            _run(items, str(cache_dir / IMAGES_FILE), n, size, workers, chunk_size, progress, record,
+                 lambda: len(failed) > limit, records.dataset, start_method, source)
         if len(failed) > limit:
             raise _too_many(fail_examples(), n, fail_fraction, records.dataset, early=not bool(np.all(done)))
 
-    # complete: write the final index, then drop the progress files
+    # complete: write the final index, then drop the progress files and the previous version
     entries = []
     for i in range(n):
-        st = stats[i]
+        digest = hashes[i].tobytes()
         e = {"image_id": ids[i], "path": rel_paths[i], "ok": i not in failed, "crc32": int(crc[i]),
-             "file_size": st[0] if st else None, "mtime_ns": st[1] if st else None}
+             "sha256": digest.hex() if digest != _NO_HASH else None, "files": stats[i]}
         if i in failed:
             e["reason"] = failed[i]
         entries.append(e)
-    del done, crc
+    del done, crc, hashes
     header = _header(records, size, fp, complete=True)
     header["n_failed"] = len(failed)
     header["images"] = entries
     _write_index(cache_dir, header)
-    for name in (DONE_FILE, CRC_FILE, FAILURES_FILE):
+    for name in (*_PROGRESS_FILES, PREVIOUS_INDEX, PREVIOUS_IMAGES):
         with contextlib.suppress(OSError):
             (cache_dir / name).unlink()
     prepared = PreparedImages(cache_dir)
+    if copied[0]:
+        log.info("%s: %d row(s) copied from the previous version of the cache, %d decoded", records.dataset,
+                 copied[0], len(todo) - copied[0])
     if failed:
         log.warning("%s: %d of %d image(s) could not be read and are skipped", records.dataset, len(failed), n)
     return prepared
 
 
-def _run(todo, abs_paths, images_file: str, n: int, size: int, workers: int, chunk_size: int | None,
-         progress: bool, record, should_stop, dataset: str, start_method: str | None) -> None:
+def _run(items, images_file: str, n: int, size: int, workers: int, chunk_size: int | None, progress: bool,
+         record, should_stop, dataset: str, start_method: str | None, previous: tuple[str, int] | None) -> None:
     if chunk_size is None:
-        chunk_size = max(1, min(256, math.ceil(len(todo) / (max(workers, 1) * 8))))
-    chunks = [[(i, str(abs_paths[i])) for i in todo[s: s + chunk_size]] for s in range(0, len(todo), chunk_size)]
-    with _Progress(progress, len(todo), f"preparing {dataset} ({size}px)") as bar:
+        chunk_size = max(1, min(256, math.ceil(len(items) / (max(workers, 1) * 8))))
+    chunks = [items[s: s + chunk_size] for s in range(0, len(items), chunk_size)]
+    with Progress(len(items), f"preparing {dataset} ({size}px)", enabled=progress, unit="images",
+                  logger=log) as bar:
         if workers <= 0:
             for chunk in chunks:
-                results = _prepare_chunk(images_file, n, size, chunk)
+                results = _prepare_chunk(images_file, n, size, chunk, previous)
                 record(results)
                 bar.advance(len(results))
                 if should_stop():
@@ -439,13 +660,15 @@ def _run(todo, abs_paths, images_file: str, n: int, size: int, workers: int, chu
         if start_method is None:
             start_method = "fork" if sys.platform.startswith("linux") else "spawn"
         ctx = multiprocessing.get_context(start_method)
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+        # the initializer ties each worker's life to this process: a `kill -9` here leaves no orphan
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
+                                 initializer=worker_initializer, initargs=(os.getpid(),)) as pool:
             pending = set()
             try:
                 it = iter(chunks)
                 # keep the queue short so an early stop (too many failures, Ctrl-C) cancels little work
                 for chunk in it:
-                    pending.add(pool.submit(_prepare_chunk, images_file, n, size, chunk))
+                    pending.add(pool.submit(_prepare_chunk, images_file, n, size, chunk, previous))
                     if len(pending) >= 2 * workers:
                         break
                 while pending:
@@ -453,22 +676,336 @@ def _run(todo, abs_paths, images_file: str, n: int, size: int, workers: int, chu
                     for fut in finished:
                         try:
                             results = fut.result()
-                        except BrokenProcessPool as e:
-                            raise RuntimeError(
-                                f"a decoding worker for {dataset} died (killed for memory? with the spawn start "
-                                "method, the calling script also needs an `if __name__ == '__main__':` guard); "
-                                "the work done so far is kept, run prepare again to resume") from e
+                        except BrokenProcessPool:
+                            raise ArkxRuntimeError(_worker_died(dataset, images_file, start_method)) from None
                         record(results)
                         bar.advance(len(results))
                     if should_stop():
                         break
                     for chunk in it:
-                        pending.add(pool.submit(_prepare_chunk, images_file, n, size, chunk))
+                        pending.add(pool.submit(_prepare_chunk, images_file, n, size, chunk, previous))
                         if len(pending) >= 2 * workers:
                             break
             finally:
                 for fut in pending:
                     fut.cancel()
+
+
+def _worker_died(dataset: str, images_file: str, start_method: str) -> str:
+    folder = Path(images_file).parent
+    free = _free_bytes(folder)
+    disk = f"; only {human_bytes(free)} free on its disk" if free is not None and free < (64 << 20) else ""
+    guard = (" (with the spawn start method, the calling script also needs an `if __name__ == '__main__':` guard)"
+             if start_method == "spawn" else "")
+    return (f"a decoding worker for {dataset} died abruptly (killed for memory? a disk error in {folder}?{disk})"
+            f"{guard}; the work done so far is kept, run prepare again to resume")
+
+
+# ----------------------------------------------------------------------------------------------------
+# repair
+
+
+def _repair(records, prepared: PreparedImages, workers: int, progress: bool, fail_fraction: float,
+            chunk_size: int | None, start_method: str | None) -> PreparedImages:
+    """Re-decode the rows of a complete cache that fail their CRC or whose sources changed (lock held)."""
+    folder = prepared.folder
+    bad_rows = set(prepared.verify())
+    changed = set(prepared.verify_sources(workers, progress))
+    rows = sorted(bad_rows | changed)
+    if not rows:
+        log.info("%s: repair found nothing to do in %s", records.dataset, folder)
+        return prepared
+    log.warning("%s: repairing %d row(s) of %s: %d failing their checksum%s, %d whose source changed%s",
+                records.dataset, len(rows), folder, len(bad_rows), _rows_example(bad_rows), len(changed),
+                _rows_example(changed))
+    index = _read_index(folder)
+    entries = index["images"]
+    abs_paths = records.absolute_paths()
+    results: dict[int, tuple] = {}
+
+    def record(chunk_results) -> None:
+        for r in chunk_results:
+            results[r[0]] = r
+
+    items = [(i, str(abs_paths[i]), None) for i in rows]
+    n = len(entries)
+    _run(items, str(folder / IMAGES_FILE), n, prepared.size, workers, chunk_size, progress, record,
+         lambda: False, records.dataset, start_method, None)
+    for i, ok, c, reason, sha, _ in results.values():
+        e = entries[i]
+        e.update(ok=bool(ok), crc32=int(c), sha256=sha)
+        e.pop("reason", None)
+        if not ok:
+            e["reason"] = reason or "unreadable"
+            log.warning("%s: skipping unreadable image %s: %s", records.dataset, abs_paths[i], e["reason"])
+    index["n_failed"] = sum(not e["ok"] for e in entries)
+    index["repaired"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    _write_index(folder, index)
+    repaired = PreparedImages(folder)
+    repaired.repaired = rows
+    return repaired
+
+
+def _rows_example(rows) -> str:
+    rows = sorted(rows)
+    return "" if not rows else f" (rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# an earlier version to copy unchanged rows from
+
+
+@dataclass
+class _Previous:
+    folder: Path
+    images_file: Path
+    n: int
+    entries: list
+
+
+def _keep_as_previous(cache_dir: Path, old: dict | None, size: int) -> None:
+    """Before rebuilding in place, move a complete version of this folder aside as ``previous.*``."""
+    if old is None or not old.get("complete") or old.get("version") != FORMAT_VERSION or old.get("size") != size:
+        return
+    images = cache_dir / IMAGES_FILE
+    try:
+        n = int(old["n"])
+        if images.stat().st_size != n * size * size:
+            return
+    except (OSError, KeyError, TypeError, ValueError):
+        return
+    # the index first: a kill between the two renames leaves no index that points at missing rows
+    os.replace(cache_dir / INDEX_FILE, cache_dir / PREVIOUS_INDEX)
+    os.replace(images, cache_dir / PREVIOUS_IMAGES)
+
+
+def _find_previous(cache_dir: Path, dataset: str, size: int) -> _Previous | None:
+    """The version to copy from: this folder's ``previous.*``, else the newest complete sibling folder
+    of the same dataset and size (named ``<dataset>-<size>-*`` by :func:`cache_key`)."""
+    own = _load_previous(cache_dir, cache_dir / PREVIOUS_INDEX, cache_dir / PREVIOUS_IMAGES, dataset, size)
+    if own is not None:
+        return own
+    prefix = f"{_safe_name(dataset)}-{size}-"
+    candidates = []
+    with contextlib.suppress(OSError):
+        for d in cache_dir.parent.iterdir():
+            if d.name.startswith(prefix) and d.is_dir() and d.resolve() != cache_dir.resolve():
+                candidates.append((_last_used(d), d))
+    for _, d in sorted(candidates, reverse=True):
+        found = _load_previous(d, d / INDEX_FILE, d / IMAGES_FILE, dataset, size)
+        if found is not None:
+            return found
+    return None
+
+
+def _load_previous(folder: Path, index_file: Path, images_file: Path, dataset: str, size: int) -> _Previous | None:
+    try:
+        with open(index_file, encoding="utf-8") as f:
+            index = json.load(f)
+        if (index.get("format") != _FORMAT_NAME or index.get("version") != FORMAT_VERSION
+                or not index.get("complete") or index.get("size") != size or index.get("dataset") != str(dataset)):
+            return None
+        n = int(index["n"])
+        entries = index["images"]
+        if len(entries) != n or images_file.stat().st_size != n * size * size:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _Previous(folder, images_file, n, entries)
+
+
+def _reuse_plan(previous: _Previous, ids: list, rel_paths: list[str], todo: list[int]) -> dict[int, tuple]:
+    """Row -> (previous row, sha256, crc32, ok, reason) for rows whose (image id, path) the previous
+    version holds with a content hash; the worker copies only if the file's hash still matches."""
+    by_key = {}
+    for j, e in enumerate(previous.entries):
+        try:
+            if e.get("sha256"):
+                by_key[(e["image_id"], e["path"])] = (j, e["sha256"], int(e["crc32"]), bool(e["ok"]),
+                                                      e.get("reason"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    plan = {}
+    for i in todo:
+        hit = by_key.get((ids[i], rel_paths[i]))
+        if hit is not None:
+            plan[i] = hit
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------------
+# disk space
+
+
+def _needed_bytes(n: int, size: int) -> int:
+    """images.u8, the progress files and index.json of a cache of ``n`` images of ``size``."""
+    return n * size * size + n * (1 + 4 + 32) + n * _INDEX_BYTES_PER_IMAGE + 3 * 4096
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def human_bytes(nbytes: int | None) -> str:
+    """A byte count for people: "12.3 MB"."""
+    if nbytes is None:
+        return "?"
+    value = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def _disk_full(cache_dir: Path, n: int, size: int, err: OSError | None = None) -> CacheDiskFull:
+    where = err.filename if err is not None and err.filename else cache_dir
+    return CacheDiskFull(
+        f"no space left for the cache in {where}: it needs about {human_bytes(_needed_bytes(n, size))} "
+        f"({n} images of {size}x{size}), {human_bytes(_free_bytes(cache_dir))} are free; the rows done so far are "
+        "kept: free some space (`arkx cache clean --keep-latest` removes old versions) or choose another "
+        "data.cache_dir, then run prepare again")
+
+
+def _not_writable(cache_dir: Path, err: OSError) -> CacheNotWritable:
+    reason = err.strerror or str(err)
+    return CacheNotWritable(
+        f"cannot write the cache in {cache_dir} ({reason}): a complete, current cache is read without writing, "
+        "but this one must be created, finished, updated or repaired; prepare it where it can be written, or "
+        "choose another data.cache_dir")
+
+
+def _check_space(cache_dir: Path, n: int, size: int) -> None:
+    free = _free_bytes(cache_dir)
+    if free is not None and free < _needed_bytes(n, size):
+        raise _disk_full(cache_dir, n, size)
+
+
+def _allocate(path: Path, nbytes: int) -> None:
+    """Give ``path`` (created if needed) ``nbytes`` of real disk blocks: a later write into its memory map
+    then cannot fail for lack of space (a sparse file would answer a full disk with SIGBUS)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if nbytes > 0 and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+                return
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise OSError(e.errno, e.strerror, str(path)) from None
+                # EINVAL/EOPNOTSUPP: a file system without fallocate; a sparse file is the best we can do
+        if os.fstat(fd).st_size < nbytes:
+            os.ftruncate(fd, nbytes)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------------
+# clean
+
+
+@dataclass
+class CleanedFolder:
+    """One folder that :func:`clean_cache` looked at."""
+
+    folder: Path
+    nbytes: int  # disk space it takes
+    reason: str  # why it is removed, or kept
+    remove: bool  # selected for removal
+    removed: bool = False  # actually removed (False in a dry run)
+
+
+def clean_cache(root: str | os.PathLike, *, keep_latest: bool = False, dry_run: bool = False) -> list[CleanedFolder]:
+    """Remove cache folders under ``root`` (only folders with an arkx ``index.json``; anything else is left).
+
+    Without ``keep_latest`` every cache folder goes (they are prepared again when needed). With it, the
+    newest complete folder of each (dataset, root, size) stays -- newest by when :func:`prepare` last
+    used it -- and superseded versions, incomplete folders (interrupted preparations) and folders of
+    another format version go. A folder being prepared (its lock held) is always kept. A run still
+    training from a removed folder may fail: clean between runs.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CacheNotReady(f"{root} is not a folder")
+    found = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        index = _read_index(d)
+        if index is None:
+            index = _read_index_file(d / PREVIOUS_INDEX)  # killed between the renames of an update
+        if index is None or index.get("format") != _FORMAT_NAME:
+            continue
+        found.append((d, index))
+    newest: dict[tuple, Path] = {}
+    for d, index in found:
+        if index.get("version") == FORMAT_VERSION and index.get("complete"):
+            key = (index.get("dataset"), index.get("root"), index.get("size"))
+            if key not in newest or _last_used(d) > _last_used(newest[key]):
+                newest[key] = d
+    out = []
+    for d, index in found:
+        if index.get("version") != FORMAT_VERSION:
+            reason, remove = f"format version {index.get('version')} (this arkx reads {FORMAT_VERSION})", True
+        elif not index.get("complete"):
+            reason, remove = "incomplete (an interrupted preparation)", True
+        else:
+            key = (index.get("dataset"), index.get("root"), index.get("size"))
+            latest = newest.get(key) == d
+            if keep_latest and latest:
+                reason, remove = f"newest of {key[0]} at {key[2]}px", False
+            elif latest:
+                reason, remove = f"complete ({key[0]} at {key[2]}px)", True
+            else:
+                reason, remove = f"superseded by {newest[key].name}", True
+        out.append(_clean_one(d, reason, remove, dry_run))
+    return out
+
+
+def _clean_one(folder: Path, reason: str, remove: bool, dry_run: bool) -> CleanedFolder:
+    entry = CleanedFolder(folder, _disk_bytes(folder), reason, remove)
+    if not remove:
+        return entry
+    if held_by_this_process(folder):
+        entry.remove, entry.reason = False, "in use by this process"
+        return entry
+    try:
+        with folder_lock(folder, blocking=False):
+            if not dry_run:
+                # the index first: a reader racing with the removal sees "not a cache", never half a cache
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / INDEX_FILE).unlink()
+                shutil.rmtree(folder)
+                entry.removed = True
+    except LockBusy as e:
+        entry.remove, entry.reason = False, f"in use: {e}"
+    except OSError as e:
+        entry.remove, entry.reason = False, f"cannot remove it: {e.strerror or e}"
+    return entry
+
+
+def _disk_bytes(folder: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
+
+
+def _last_used(folder: Path) -> int:
+    times = []
+    for name in (LAST_USED, INDEX_FILE):
+        with contextlib.suppress(OSError):
+            times.append((folder / name).stat().st_mtime_ns)
+    return max(times, default=0)
+
+
+def _touch_last_used(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache cannot record it; nothing else depends on it
+        (folder / LAST_USED).touch()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -491,8 +1028,12 @@ def _header(records, size: int, fp: str, complete: bool) -> dict:
 
 
 def _read_index(folder: Path) -> dict | None:
+    return _read_index_file(folder / INDEX_FILE)
+
+
+def _read_index_file(path: Path) -> dict | None:
     try:
-        with open(folder / INDEX_FILE, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
@@ -501,22 +1042,41 @@ def _read_index(folder: Path) -> dict | None:
 
 def _write_index(folder: Path, data: dict) -> None:
     tmp = folder / f".{INDEX_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / INDEX_FILE)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / INDEX_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
-def _start_fresh(cache_dir: Path, n: int, size: int) -> None:
-    for name in (INDEX_FILE, DONE_FILE, CRC_FILE, FAILURES_FILE, IMAGES_FILE):
+def _start_fresh(cache_dir: Path, n: int, size: int, dataset: str) -> None:
+    for name in (INDEX_FILE, *_PROGRESS_FILES, IMAGES_FILE):
         with contextlib.suppress(FileNotFoundError):
             (cache_dir / name).unlink()
-    with open(cache_dir / IMAGES_FILE, "wb") as f:
-        f.truncate(n * size * size)  # sparse: rows are written by the workers
+    free = _free_bytes(cache_dir)
+    if free is not None and free < _needed_bytes(n, size) and (cache_dir / PREVIOUS_IMAGES).exists():
+        log.warning("%s: not enough free space to keep the previous version of %s while updating it; "
+                    "decoding every image instead", dataset, cache_dir)
+        for name in (PREVIOUS_INDEX, PREVIOUS_IMAGES):
+            with contextlib.suppress(FileNotFoundError):
+                (cache_dir / name).unlink()
+    _check_space(cache_dir, n, size)
+    try:
+        _allocate(cache_dir / IMAGES_FILE, n * size * size)
+    except OSError:
+        with contextlib.suppress(OSError):  # give back what a failed allocation took
+            (cache_dir / IMAGES_FILE).unlink()
+        raise
     if n:
-        np.lib.format.open_memmap(cache_dir / DONE_FILE, mode="w+", dtype=bool, shape=(n,)).flush()
-        np.lib.format.open_memmap(cache_dir / CRC_FILE, mode="w+", dtype=np.uint32, shape=(n,)).flush()
+        for name, dtype, shape in ((DONE_FILE, bool, (n,)), (CRC_FILE, np.uint32, (n,)),
+                                   (HASH_FILE, np.uint8, (n, 32))):
+            np.lib.format.open_memmap(cache_dir / name, mode="w+", dtype=dtype, shape=shape).flush()
+            _allocate(cache_dir / name, (cache_dir / name).stat().st_size)
     (cache_dir / FAILURES_FILE).write_bytes(b"")
 
 
@@ -528,7 +1088,9 @@ def _can_resume(cache_dir: Path, n: int, size: int) -> bool:
             return True
         done = np.load(cache_dir / DONE_FILE, mmap_mode="r")
         crc = np.load(cache_dir / CRC_FILE, mmap_mode="r")
-        return done.shape == (n,) and done.dtype == bool and crc.shape == (n,) and crc.dtype == np.uint32
+        hashes = np.load(cache_dir / HASH_FILE, mmap_mode="r")
+        return (done.shape == (n,) and done.dtype == bool and crc.shape == (n,) and crc.dtype == np.uint32
+                and hashes.shape == (n, 32) and hashes.dtype == np.uint8)
     except (OSError, ValueError):
         return False
 
@@ -558,30 +1120,6 @@ def _open_rows(images_file: Path, n: int, size: int):
         del mm
 
 
-@contextlib.contextmanager
-def _locked(cache_dir: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
-        return
-    with open(cache_dir / LOCK_FILE, "a+") as f:
-        locked = True
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process preparing %s", cache_dir)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:  # e.g. a file system without locks: go on unlocked
-            log.debug("cannot lock %s (%s); preparing without a lock", cache_dir, e)
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _why_stale(old: dict, records, size: int, ids, rel_paths, stats) -> str:
     if old.get("format") != _FORMAT_NAME or old.get("version") != FORMAT_VERSION:
         return f"it has format version {old.get('version')!r}, this arkx writes {FORMAT_VERSION}"
@@ -596,8 +1134,7 @@ def _why_stale(old: dict, records, size: int, ids, rel_paths, stats) -> str:
         return "the image list, or the files' sizes or modification times, changed since it was started"
     if [e.get("image_id") for e in entries] != ids or [e.get("path") for e in entries] != rel_paths:
         return "the image ids or paths changed"
-    changed = [i for i, (e, st) in enumerate(zip(entries, stats))
-               if (e.get("file_size"), e.get("mtime_ns")) != ((st[0], st[1]) if st else (None, None))]
+    changed = [i for i, (e, st) in enumerate(zip(entries, stats)) if e.get("files") != st]
     if changed:
         return (f"{len(changed)} file(s) changed on disk (size or modification time) since it was prepared, "
                 f"e.g. {records.root / rel_paths[changed[0]]}")
@@ -619,42 +1156,3 @@ def _too_many(failures: list[tuple[str, str, str]], n: int, fail_fraction: float
 def _check_failures(failures, n: int, fail_fraction: float, dataset: str) -> None:
     if len(failures) > fail_fraction * n:
         raise _too_many(list(failures), n, fail_fraction, dataset)
-
-
-class _Progress:
-    """A rich progress bar on an interactive stderr; a log line every ~10% otherwise; nothing if off."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-        self.count = 0
-        self._bar = None
-        self._next_log = 0.1
-        self._start = time.perf_counter()
-
-    def __enter__(self):
-        if self.enabled and sys.stderr is not None and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                                 transient=False)
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.description, total=self.total)
-        return self
-
-    def advance(self, k: int) -> None:
-        self.count += k
-        if self._bar is not None:
-            self._bar.advance(self._task, k)
-        elif self.enabled and self.total and self.count / self.total >= self._next_log:
-            rate = self.count / max(time.perf_counter() - self._start, 1e-9)
-            log.info("%s: %d/%d images (%.0f/s)", self.description, self.count, self.total, rate)
-            while self._next_log <= self.count / self.total:
-                self._next_log += 0.1
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False

@@ -2,9 +2,10 @@
 
 Training always reads the prepared cache (uint8 arrays, memory-mapped): originals are decoded once,
 corrupt files are skipped there with a warning and counted, and every epoch after that costs a
-memory copy per image. Randomness lives in the main process (sampler order, augmentation, label
-smoothing), seeded per schedule step, so DataLoader workers are pure readers and results do not
-depend on the number of workers.
+memory copy and a CRC-32 check per image (a damaged row stops the run; it is never trained on).
+Randomness lives in the main process (sampler order, augmentation, label smoothing), seeded per
+schedule step, so DataLoader workers are pure readers and results do not depend on the number of
+workers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .adapters import read_dataset
+from .adapters import default_uncertain, read_dataset
 from .records import Records
 
 log = logging.getLogger("arkx.data")
@@ -64,8 +65,17 @@ class CachedImages(Dataset):
 
     def __getitem__(self, i: int):
         row = int(self.indices[i])
-        image = torch.from_numpy(np.array(self.images[row], dtype=np.uint8, copy=True)).unsqueeze(0)
+        image = torch.from_numpy(_read_row(self.images, row)).unsqueeze(0)
         return image, torch.from_numpy(self.labels[row]), row
+
+
+def _read_row(images, row: int) -> np.ndarray:
+    """A copy of one cache row, checked against its CRC-32 when the cache records one
+    (:meth:`PreparedImages.read` raises ``CorruptCacheRow``: a damaged row is never trained on)."""
+    read = getattr(images, "read", None)
+    if read is not None:
+        return read(row)
+    return np.array(images[row], dtype=np.uint8, copy=True)
 
 
 class SeededShuffle(Sampler[int]):
@@ -89,17 +99,24 @@ class SeededShuffle(Sampler[int]):
 
 
 def prepare_images(records: Records, cache_root: Path, size: int, workers: int = 0, fail_fraction: float = 0.05,
-                   progress: bool = True):
-    """Prepare (or reuse) the cache of one dataset's images at ``size``; any layout, any task."""
+                   progress: bool = True, repair: bool = False):
+    """Prepare (or reuse, or update) the cache of one dataset's images at ``size``; any layout, any task.
+
+    ``repair=True`` also re-reads every row and source and re-decodes the rows that fail their checksum
+    or whose source changed (see :func:`arkx.data.cache.prepare`).
+    """
     from .cache import cache_key, prepare
 
     return prepare(records, Path(cache_root) / cache_key(records, size), size, workers=workers, progress=progress,
-                   fail_fraction=fail_fraction)
+                   fail_fraction=fail_fraction, repair=repair)
 
 
-def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True) -> PreparedDataset:
-    """Read one configured dataset and prepare (or reuse) its cache at the configured size."""
-    records = read_dataset(ds_cfg.type, ds_cfg.root, **ds_cfg.options)
+def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True,
+                    records: Records | None = None) -> PreparedDataset:
+    """Read one configured dataset (unless its ``records`` were read already) and prepare (or reuse) its
+    cache at the configured size."""
+    if records is None:
+        records = read_dataset(ds_cfg.type, ds_cfg.root, **ds_cfg.options)
     if records.task is None:
         raise ValueError(f"dataset {ds_cfg.head_name!r} ({ds_cfg.type}) has no image-level labels to pretrain a "
                          "classification head on")
@@ -109,8 +126,10 @@ def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress:
     if skipped:
         log.warning("%s: %d unreadable image(s) skipped, e.g. %s (%s)", ds_cfg.head_name, len(skipped),
                     skipped[0][1], skipped[0][2])
+    # unset -> the adapter's declared default (DatasetConfig resolves it already; other callers may not)
+    uncertain = ds_cfg.uncertain if ds_cfg.uncertain is not None else default_uncertain(ds_cfg.type)
     return PreparedDataset(
-        name=ds_cfg.head_name, records=records, images=images, uncertain=ds_cfg.uncertain,
+        name=ds_cfg.head_name, records=records, images=images, uncertain=uncertain,
         lsr_ones_range=tuple(ds_cfg.lsr_ones_range), lsr_zeros_range=tuple(ds_cfg.lsr_zeros_range),
         train_cap=ds_cfg.max_train_images, cap_seed=seed, skipped=skipped,
     )

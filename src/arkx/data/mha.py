@@ -8,18 +8,27 @@ this module gives it :func:`read_mha` (raw values, no normalisation) to call for
 Array layout: ``DimSize = x y [z]`` (fastest axis first) is returned as a C-order array of shape
 ``(z, y, x)`` / ``(y, x)``, i.e. ``[rows, cols]`` for a 2-D radiograph. A 3-D image with a single
 slice (``DimSize = x y 1``) keeps its 3-D shape; callers that want 2-D squeeze it.
+
+Untrusted headers: a ``.mhd`` names its data file, and that file must lie inside the header's own folder
+(subfolders allowed): an absolute path, a ``..`` that climbs out, or a symlink resolving outside is
+refused (:func:`data_file`), so a crafted header cannot make the reader (and the cache) copy the bytes
+of an arbitrary file. Compressed data is inflated only up to the size the header declares, so a small
+zlib stream cannot expand beyond it; callers that must bound the declared size itself (a decompression
+bomb declaring 20000 x 20000 pixels) check :func:`declared_shape` first, as ``arkx.data.io`` does.
 """
 
 from __future__ import annotations
 
 from ..errors import ArkxValueError
 
+import os
 import zlib
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
-__all__ = ["MetaImageError", "read_mha", "read_mha_header", "write_mha", "MET_TYPES"]
+__all__ = ["MetaImageError", "read_mha", "read_mha_header", "write_mha", "data_file", "declared_shape",
+           "MET_TYPES"]
 
 #: MetaImage element types -> numpy dtypes (byte order applied separately)
 MET_TYPES = {
@@ -63,16 +72,53 @@ def read_mha_header(path: str | Path) -> dict[str, str]:
 
 
 def data_file(path: str | Path) -> Path | None:
-    """The separate pixel-data file a ``.mhd`` header names (``None`` for ``ElementDataFile = LOCAL``)."""
+    """The separate pixel-data file a ``.mhd`` header names (``None`` for ``ElementDataFile = LOCAL``).
+
+    Raises:
+        MetaImageError: the name is a multi-file pattern (``LIST``, ``%d``), an absolute path, or resolves
+            (after ``..`` and symlinks) outside the header's folder.
+    """
     path = Path(path)
-    source = read_mha_header(path)["ElementDataFile"]
+    return _contained_data_file(path, read_mha_header(path)["ElementDataFile"])
+
+
+def _contained_data_file(path: Path, source: str) -> Path | None:
     if source.upper() == "LOCAL":
         return None
-    return path.parent / source
+    if source.upper().startswith("LIST") or "%" in source:
+        raise MetaImageError(f"{path}: multi-file ElementDataFile {source!r} is not supported")
+    folder = path.parent.resolve()
+    # a Windows drive or UNC name counts as absolute too: the same header may be read on either system
+    windows = PureWindowsPath(source)
+    if os.path.isabs(source) or windows.drive or windows.root:
+        raise MetaImageError(f"{path}: ElementDataFile {source!r} is an absolute path; the data file must "
+                             f"be inside the header's folder {folder}")
+    resolved = (folder / source).resolve()  # follows symlinks and '..'
+    if not resolved.is_relative_to(folder):
+        raise MetaImageError(f"{path}: ElementDataFile {source!r} resolves to {resolved}, outside the header's "
+                             f"folder {folder}; data files must be inside it")
+    return resolved
 
 
 def _truthy(value: str | None) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def declared_shape(header: dict[str, str], path: str | Path = "") -> tuple[tuple[int, ...], int]:
+    """``(DimSize, channels)`` that a header declares (``DimSize`` fastest axis first), validated as
+    positive integers. What a caller checks against a pixel cap before reading any pixel data."""
+    try:
+        dims = tuple(int(v) for v in header["DimSize"].split())
+        ndims = int(header.get("NDims", len(dims)))
+        channels = int(header.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError) as err:
+        raise MetaImageError(f"{path}: header lacks or garbles {err}") from None
+    if ndims != len(dims):
+        raise MetaImageError(f"{path}: NDims = {ndims} but DimSize has {len(dims)} values")
+    if not dims or min(dims) <= 0 or channels <= 0:
+        raise MetaImageError(f"{path}: DimSize {header['DimSize']!r} / ElementNumberOfChannels {channels} "
+                             "must be positive")
+    return dims, channels
 
 
 def read_mha(path: str | Path) -> np.ndarray:
@@ -80,44 +126,43 @@ def read_mha(path: str | Path) -> np.ndarray:
     path = Path(path)
     data = path.read_bytes()
     header, offset = _parse_header(data, path)
-    try:
-        dims = [int(v) for v in header["DimSize"].split()]
-        ndims = int(header.get("NDims", len(dims)))
-        etype = header["ElementType"]
-    except (KeyError, ValueError) as err:
-        raise MetaImageError(f"{path}: header lacks or garbles {err}") from None
-    if ndims != len(dims):
-        raise MetaImageError(f"{path}: NDims = {ndims} but DimSize has {len(dims)} values")
+    dims, channels = declared_shape(header, path)
+    etype = header.get("ElementType")
     if etype not in MET_TYPES:
         raise MetaImageError(f"{path}: unsupported ElementType {etype!r}")
-    channels = int(header.get("ElementNumberOfChannels", "1"))
     msb = _truthy(header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False")))
     dtype = np.dtype(MET_TYPES[etype]).newbyteorder(">" if msb else "<")
-    source = header["ElementDataFile"]
-    if source.upper() == "LOCAL":
+    count = int(np.prod(dims, dtype=np.int64)) * channels
+    need = count * dtype.itemsize
+    compressed = _truthy(header.get("CompressedData"))
+    raw_path = _contained_data_file(path, header["ElementDataFile"])
+    if raw_path is None:
         raw = data[offset:]
     else:
-        if source.upper().startswith("LIST") or "%" in source:
-            raise MetaImageError(f"{path}: multi-file ElementDataFile {source!r} is not supported")
-        raw_path = path.parent / source
         if not raw_path.is_file():
             raise MetaImageError(f"{path}: data file {raw_path} not found")
         raw = raw_path.read_bytes()
         skip = int(header.get("HeaderSize", "0"))
+        if skip == -1 and not compressed:  # MetaImage convention: the pixels are the last bytes of the file
+            skip = max(len(raw) - need, 0)
         if skip > 0:
             raw = raw[skip:]
-    if _truthy(header.get("CompressedData")):
-        try:
-            raw = zlib.decompress(raw)
-        except zlib.error as err:
-            raise MetaImageError(f"{path}: compressed pixel data cannot be inflated ({err})") from None
-    count = int(np.prod(dims)) * channels
-    need = count * dtype.itemsize
+    if compressed:
+        raw = _inflate(raw, need, path)
     if len(raw) < need:
         raise MetaImageError(f"{path}: pixel data has {len(raw)} bytes, header needs {need}")
     arr = np.frombuffer(raw[:need], dtype=dtype).astype(dtype.newbyteorder("="))
     shape = tuple(reversed(dims)) + ((channels,) if channels > 1 else ())
     return arr.reshape(shape)
+
+
+def _inflate(raw: bytes, need: int, path: Path) -> bytes:
+    """zlib-inflate at most ``need`` bytes: a stream that expands beyond the declared image is cut there
+    instead of being inflated whole (a few hundred kB of zlib can expand to gigabytes)."""
+    try:
+        return zlib.decompressobj().decompress(raw, need)
+    except zlib.error as err:
+        raise MetaImageError(f"{path}: compressed pixel data cannot be inflated ({err})") from None
 
 
 def write_mha(path: str | Path, array: np.ndarray, spacing: tuple[float, ...] | None = None,

@@ -100,7 +100,18 @@ def summarize(records: Records) -> dict:
         "masks_per_class": masks_per_class, "mask_pixels_per_class": mask_pixels,
         **({"mask_decode_errors": mask_errors} if mask_errors else {}),
         "split_source": records.split_source, "notes": records.notes,
+        **({"uncertain_default": _uncertain_default(records)} if _uncertain_default(records) else {}),
     })  # fmt: skip
+
+
+def _uncertain_default(records: Records) -> str | None:
+    """The policy training applies to this dataset's uncertain (-1) labels when the config names none."""
+    from .adapters.registry import _REGISTRY
+
+    spec = _REGISTRY.get(records.dataset)
+    if spec is None or records.task is None or records.task.kind != "multilabel":
+        return None
+    return spec.default_uncertain
 
 
 def format_summary(summary: dict) -> str:
@@ -138,6 +149,9 @@ def format_summary(summary: dict) -> str:
                 table.add_row(name, *(str(per[s]["classes"][name]) for s in summary["splits"]))
             table.add_row("(missing)", *(str(per[s]["missing"]) for s in summary["splits"]))
         console.print(table)
+    if summary.get("uncertain_default"):
+        console.print(f"uncertain (-1) labels: trained as {summary['uncertain_default']!r} unless the config's "
+                      "`uncertain` says otherwise")
     for key in ("sex", "views", "boxes", "masks_per_class", "mask_pixels_per_class"):
         if summary.get(key):
             console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items()))

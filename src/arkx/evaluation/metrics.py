@@ -30,6 +30,43 @@ class AucResult:
     def as_dict(self) -> dict[str, float]:
         return {name: float(v) for name, v in zip(self.label_names, self.per_label)}
 
+    def excluded(self) -> dict[str, str]:
+        """Labels left out of :attr:`mean`, each with the reason (see :func:`exclusion_reason`)."""
+        out = {}
+        for name, p, n in zip(self.label_names, self.n_positive, self.n_negative):
+            reason = exclusion_reason(int(p), int(n))
+            if reason:
+                out[name] = reason
+        return out
+
+
+def exclusion_reason(n_positive: int, n_negative: int) -> str | None:
+    """Why a label has no AUC (None when it has one): no labelled image, or one class only."""
+    if n_positive and n_negative:
+        return None
+    if not n_positive and not n_negative:
+        return "no labelled image"
+    return f"one class only ({n_positive} positive, {n_negative} negative)"
+
+
+def label_counts(kind: str, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per label among the images that count for AUC (as :func:`task_auc` counts)."""
+    targets = np.asarray(targets, dtype=np.float64)
+    if kind == "multiclass":
+        targets = targets[~np.isnan(targets).any(axis=1)]
+    return (targets == 1).sum(axis=0).astype(np.int64), (targets == 0).sum(axis=0).astype(np.int64)
+
+
+def excluded_labels(kind: str, targets: np.ndarray, label_names: tuple[str, ...]) -> dict[str, str]:
+    """Labels that a split's targets leave without an AUC, with the reason (before any prediction)."""
+    pos, neg = label_counts(kind, targets)
+    out = {}
+    for name, p, n in zip(label_names, pos, neg):
+        reason = exclusion_reason(int(p), int(n))
+        if reason:
+            out[name] = reason
+    return out
+
 
 def known_mask(targets: np.ndarray) -> np.ndarray:
     """Entries with a definite label: 0 or 1 (not NaN, not uncertain -1)."""

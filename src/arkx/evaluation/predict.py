@@ -32,20 +32,3 @@ def predict_head(model, loader, head: str, kind: str, device: torch.device, imag
     finally:
         model.train(was_training)
     return np.concatenate(scores), np.concatenate(targets), np.concatenate(rows)
-
-
-@torch.no_grad()
-def embed_loader(model, loader, device: torch.device, image_size: int, autocast=contextlib.nullcontext):
-    """``(embeddings [n, D], rows [n])``: the projector output of every image of a loader."""
-    was_training = model.training
-    model.eval()
-    out, rows = [], []
-    try:
-        for images, _, idx in loader:
-            with autocast():
-                z = model.embed(eval_view(images.to(device, non_blocking=True), image_size))
-            out.append(z.float().cpu().numpy())
-            rows.append(idx.numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(out), np.concatenate(rows)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
 
 log = logging.getLogger("arkx.evaluation")
 
-METRIC_COLUMNS = ("step", "round", "trained", "model", "dataset", "split", "label", "auc", "n_pos", "n_neg")
+METRIC_COLUMNS = ("step", "round", "trained", "model", "dataset", "split", "label", "auc", "n_pos", "n_neg", "note")
 MEAN_LABEL = "__mean__"
 
 
@@ -35,24 +36,69 @@ class MetricsLog:
                 log.warning("tensorboard is not importable; writing CSV metrics only")
 
     def _truncate_from(self, start_step: int) -> None:
-        if not self.csv_path.exists():
-            with self.csv_path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(METRIC_COLUMNS)
+        """Keep the rows of steps before ``start_step`` (a resume drops rows of a step whose checkpoint never
+        landed). A metrics.csv that cannot be read as ours is set aside, not trusted and not fatal."""
+        if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
+            self._write(pd.DataFrame(columns=list(METRIC_COLUMNS)))
             return
-        frame = pd.read_csv(self.csv_path)
-        kept = frame[frame["step"] < start_step]
-        if len(kept) != len(frame):
-            kept.to_csv(self.csv_path, index=False)
+        read = self._read_existing()
+        if read is None:
+            return
+        frame, repaired = read
+        steps = pd.to_numeric(frame["step"], errors="coerce")
+        kept = frame[steps < start_step]
+        if repaired or len(kept) != len(frame):
+            self._write(kept)
+
+    def _read_existing(self) -> tuple[pd.DataFrame, bool] | None:
+        """The rows of an existing metrics.csv, and whether they needed repair (a column added, empty rows
+        dropped); None when the file was set aside."""
+        try:
+            frame = pd.read_csv(self.csv_path, dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            return self._set_aside(f"unreadable ({' '.join(str(err).split())[:120]})")
+        missing = [c for c in METRIC_COLUMNS if c not in frame.columns and c != "note"]
+        if missing:
+            return self._set_aside(f"columns {missing} missing")
+        repaired = list(frame.columns) != list(METRIC_COLUMNS)
+        for column in METRIC_COLUMNS:  # a file from before a column existed gets it empty
+            if column not in frame.columns:
+                frame[column] = ""
+        frame = frame[list(METRIC_COLUMNS)]
+        blank = (frame == "").all(axis=1)  # rows of commas only
+        if blank.any():
+            log.warning("%s: %d empty row(s) dropped", self.csv_path, int(blank.sum()))
+        return frame[~blank], repaired or bool(blank.any())
+
+    def _set_aside(self, why: str) -> None:
+        aside = self.csv_path.with_name(f"metrics.csv.damaged-{int(time.time())}")
+        self.csv_path.replace(aside)
+        log.warning("%s is %s; kept as %s, starting a new metrics.csv", self.csv_path, why, aside.name)
+        self._write(pd.DataFrame(columns=list(METRIC_COLUMNS)))
+        return None
+
+    def _write(self, frame: pd.DataFrame) -> None:
+        """Replace metrics.csv atomically (a kill leaves the old or the new file, never half of one)."""
+        from ..training.state import space_checked
+
+        tmp = self.csv_path.with_name(".metrics.csv.tmp")
+        with space_checked(self.csv_path):
+            frame.to_csv(tmp, index=False)
+            tmp.replace(self.csv_path)
 
     def add_auc(self, *, step: int, round_: int, trained: str, model: str, dataset: str, split: str, result) -> None:
+        from ..training.state import space_checked
+        from .metrics import exclusion_reason
+
         rows = [
-            (step, round_, trained, model, dataset, split, name, _fmt(auc), int(p), int(n))
+            (step, round_, trained, model, dataset, split, name, _fmt(auc), int(p), int(n),
+             exclusion_reason(int(p), int(n)) or "")
             for name, auc, p, n in zip(result.label_names, result.per_label, result.n_positive, result.n_negative)
         ]
         rows.append((step, round_, trained, model, dataset, split, MEAN_LABEL, _fmt(result.mean),
-                     int(result.n_positive.sum()), int(result.n_negative.sum())))
-        with self.csv_path.open("a", newline="") as handle:
-            csv.writer(handle).writerows(rows)
+                     int(result.n_positive.sum()), int(result.n_negative.sum()), _mean_note(result)))
+        with space_checked(self.csv_path), self.csv_path.open("a", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(rows)
         if self.writer is not None and not math.isnan(result.mean):
             self.writer.add_scalar(f"auc/{split}/{dataset}/{model}", result.mean, step)
 
@@ -65,12 +111,26 @@ class MetricsLog:
             self.writer.close()
 
 
+def _mean_note(result) -> str:
+    """Which labels the mean leaves out (empty when it averages all of them)."""
+    excluded = result.excluded()
+    if not excluded:
+        return ""
+    used = len(result.label_names) - len(excluded)
+    return f"mean of {used} of {len(result.label_names)} labels; excluded: {', '.join(excluded)}"
+
+
 def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "metrics.csv")
+    """A run's metrics.csv (a run that has not evaluated yet has the header only: an empty frame)."""
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
 
 
 def mean_auc_table(metrics: pd.DataFrame, split: str = "test", model: str = "teacher") -> pd.Series:

@@ -30,8 +30,8 @@ class HeadSpec:
 def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
-    if kind == "mlp":  # MICCAI Ark-6: Linear-ReLU-Linear
-        return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+    if kind == "mlp":  # MICCAI Ark-6: Linear(enc->proj)-ReLU-Linear(proj->proj), so their released weights fit
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown projector kind {kind!r}; expected linear, mlp or none")
@@ -74,5 +74,6 @@ class ArkModel(nn.Module):
 
 def build_model(model_cfg, heads: Iterable[HeadSpec]) -> ArkModel:
     """An ArkModel from a :class:`arkx.config.ModelConfig`."""
-    backbone = create_backbone(model_cfg.backbone, model_cfg.checkpoint, **model_cfg.backbone_kwargs)
+    backbone = create_backbone(model_cfg.backbone, model_cfg.checkpoint,
+                               checkpoint_resize=model_cfg.checkpoint_resize, **model_cfg.backbone_kwargs)
     return ArkModel(backbone, heads, projector=model_cfg.projector, projector_dim=model_cfg.projector_dim)

@@ -90,12 +90,16 @@ class Engine:
         self.optimizer = build_optimizer(self.student, t, fused=self.device.type == "cuda")
         self.autocast = autocast_for(t.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" and self.device.type == "cuda" else None
-        self.forward = self.student
+        # "off", "pending" (compiled module built, not run yet), "compiled" (its forward ran) or
+        # "fallback" (it failed, training runs eagerly): tests and the run log can tell which path ran.
+        self.compile_state = "off"
+        self.compiled = None
         if t.compile:
             try:
-                self.forward = torch.compile(self.student)
+                self.compiled = torch.compile(self.student)
+                self.compile_state = "pending"
             except Exception as err:  # compile is an optimisation: fall back, say so
-                log.warning("torch.compile failed (%s); running eagerly", err)
+                self._compile_failed(err)
         self.schedule = sched.build_schedule(t.mode, cfg.dataset_order, t.rounds)
         pin = self.device.type == "cuda"
         d = cfg.data
@@ -121,41 +125,86 @@ class Engine:
         return int(state["step_done"])
 
     # ------------------------------------------------------------------ one iteration
+    def _compile_failed(self, err: Exception) -> None:
+        log.warning("torch.compile failed (%s: %s); training runs eagerly", type(err).__name__, err)
+        self.compiled = None
+        self.compile_state = "fallback"
+
+    def _student_forward(self, x: torch.Tensor, name: str):
+        """The student's forward, compiled when ``training.compile`` is on. ``torch.compile`` compiles
+        lazily, so most failures surface at the first call: they, too, fall back to eager."""
+        if self.compiled is None:
+            return self.student(x, name)
+        try:
+            out = self.compiled(x, name)
+        except Exception as err:
+            self._compile_failed(err)
+            return self.student(x, name)
+        self.compile_state = "compiled"
+        return out
+
     def _batch_loss(self, name: str, batch, step: sched.Step, aug_gen, label_gen, weight: float):
         ds = self.datasets[name]
         images, targets, rows = batch
+        # the policy runs on the CPU copy (its draws come from a CPU generator anyway): no device sync
+        targets = apply_uncertain_policy(targets, ds.uncertain, label_gen, ds.lsr_ones_range, ds.lsr_zeros_range)
         images = images.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
-        targets = apply_uncertain_policy(targets, ds.uncertain, label_gen, ds.lsr_ones_range, ds.lsr_zeros_range)
         size = self.cfg.data.image_size
-        x_student = student_view(images, size, sample_augment_params(images.shape[0], self.cfg.augment, aug_gen))
+        augment = self.cfg.augment
+        x_student = student_view(images, size, sample_augment_params(images.shape[0], augment, aug_gen), augment.border)
         x_teacher = eval_view(images, size)  # Ark+: the teacher sees the resized original image
         if self.cfg.training.channels_last:
             x_student = x_student.contiguous(memory_format=torch.channels_last)
             x_teacher = x_teacher.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            z_student, logits = self.forward(x_student, name)
+            z_student, logits = self._student_forward(x_student, name)
             with torch.no_grad():
                 z_teacher = self.teacher.embed(x_teacher)
             task = task_loss(ds.task.kind, logits, targets)
             cons = consistency_loss(z_student, z_teacher)
         return combine(task, cons, weight), rows
 
-    def _check_finite(self, loss: torch.Tensor, step: sched.Step, batches: list) -> bool:
-        if torch.isfinite(loss).item():
-            return True
+    def _nonfinite_message(self, value: float, step: sched.Step, batches: list) -> str:
         ids = []
         for name, rows in batches:
             frame = self.datasets[name].records.images
             ids += [f"{name}:{frame['image_id'].iloc[int(r)]}" for r in rows[:8]]
-        message = (f"non-finite loss ({loss.item()}) at step {step.index} (round {step.round}, "
-                   f"dataset {step.dataset}); batch images: {', '.join(ids)}")
-        if self.cfg.training.on_nonfinite_loss == "stop":
-            raise NonFiniteLoss(message + ". The last checkpoint is intact; lower the learning rate or "
-                                "set training.on_nonfinite_loss=skip.")
-        log.warning("%s; step skipped", message)
+        return (f"non-finite loss ({value}) at step {step.index} (round {step.round}, "
+                f"dataset {step.dataset}); batch images: {', '.join(ids)}")
+
+    def _skip_if_nonfinite(self, loss: torch.Tensor, step: sched.Step, batches: list) -> bool:
+        """``on_nonfinite_loss=skip``: True (and a warning) when this iteration's loss is not finite.
+
+        Whether to step must be known before the optimizer step, so this mode reads the loss back
+        to the host at every iteration (one sync per iteration); ``stop`` mode does not, see
+        :meth:`_read_back`.
+        """
+        if torch.isfinite(loss).item():
+            return False
+        log.warning("%s; step skipped", self._nonfinite_message(loss.item(), step, batches))
         self.skipped_steps += 1
-        return False
+        return True
+
+    def _read_back(self, window: list, step: sched.Step) -> None:
+        """Bring the losses of the iterations since the last read-back to the host, in one transfer.
+
+        Losses stay on the device between read-backs (every ``training.log_every`` iterations and at
+        the end of the step), so the GPU is never stalled per iteration. A non-finite loss raises
+        :class:`NonFiniteLoss` naming the first bad iteration's batch: ``window`` keeps each
+        iteration's image rows for that. The weights in memory may already be damaged then; the
+        checkpoint on disk (written after the previous step) is not.
+        """
+        if not window:
+            return
+        values = torch.stack([loss for loss, _ in window]).float().tolist()
+        for value, (_, batches) in zip(values, window):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(self._nonfinite_message(value, step, batches) + ". The last checkpoint is "
+                                    "intact; lower the learning rate or set training.on_nonfinite_loss=skip.")
+        log.debug("step %d (%s): mean loss %.5f over the last %d iterations", step.index, step.dataset,
+                  sum(values) / len(values), len(values))
+        window.clear()
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         t = self.cfg.training
@@ -197,9 +246,11 @@ class Engine:
         self.student.train()
         total = torch.zeros((), device=self.device)
         counted = 0
+        window: list = []  # (loss on the device, batches) of the iterations since the last read-back
         for it in range(iterations):
             lr = sched.learning_rate(sched.progress_in_rounds(step, it, iterations), base=t.lr, rounds=t.rounds,
-                                     warmup=t.warmup_rounds, schedule=t.lr_schedule, min_lr=t.min_lr)
+                                     warmup=t.warmup_rounds, schedule=t.lr_schedule, min_lr=t.min_lr,
+                                     iteration=sched.iteration_rounds(step, iterations))
             set_learning_rate(self.optimizer, lr)
             loss = torch.zeros((), device=self.device)
             batches = []
@@ -209,13 +260,17 @@ class Engine:
                 loss = loss + part
                 batches.append((name, rows))
                 self.images_seen += int(rows.shape[0])
-            if not self._check_finite(loss, step, batches):
+            if t.on_nonfinite_loss == "skip" and self._skip_if_nonfinite(loss, step, batches):
                 continue
             self._optimizer_step(loss)
             total += loss.detach()
             counted += 1
+            window.append((loss.detach(), batches))
+            if len(window) >= t.log_every:
+                self._read_back(window, step)
             if on_iteration is not None:
                 on_iteration(it + 1, iterations, total, counted)
+        self._read_back(window, step)
         return float(total.item() / max(counted, 1))
 
     def _next_batch(self, name: str, iterators: dict, restarts: dict, step: sched.Step):
@@ -265,7 +320,9 @@ class Engine:
         return every == "dataset_epoch" or (every == "round" and step.position == step.per_round - 1)
 
     # ------------------------------------------------------------------ the run
-    def run(self, start_step: int = 0, stop_after_steps: int | None = None) -> RunSummary:
+    def run(self, start_step: int = 0, stop_after_steps: int | None = None, checkpoint_extra=None) -> RunSummary:
+        """Train the schedule from ``start_step``. ``checkpoint_extra``: a zero-argument callable whose dict is
+        added to every checkpoint's ``extra`` (the caller's record of the run: data, config, time)."""
         cfg = self.cfg
         ckpt_dir = self.out / "checkpoints"
         metrics = MetricsLog(self.out, start_step=start_step)
@@ -276,11 +333,10 @@ class Engine:
             remaining = remaining[:stop_after_steps]
         started = time.perf_counter()
         try:
-            with _progress(self.progress) as bar:
-                task_id = bar.add_task("pretraining", total=len(self.schedule), completed=start_step)
+            with _progress(self.progress, len(self.schedule), start_step) as bar:
                 for step in remaining:
                     label = f"round {step.round + 1}/{cfg.training.rounds} · {step.dataset}"
-                    bar.update(task_id, description=label)
+                    bar.describe(label)
                     loss = self.train_step(step)
                     momentum = self.ema_after(step)
                     metrics.add_scalar(f"loss/{step.dataset}", loss, step.index)
@@ -291,9 +347,10 @@ class Engine:
                     save_checkpoint(ckpt_dir, step_done=step.index + 1, student=self.student, teacher=self.teacher,
                                     optimizer=self.optimizer, keep_history=cfg.checkpoint.keep_history,
                                     extra=dict(images_seen=self.images_seen, skipped_steps=self.skipped_steps,
-                                               heads=self.student.head_config()))
+                                               heads=self.student.head_config(),
+                                               **(checkpoint_extra() if checkpoint_extra else {})))
                     summary.steps_done = step.index + 1
-                    bar.update(task_id, advance=1, description=f"{label} · loss {loss:.4f}")
+                    bar.advance(1, description=f"{label} · loss {loss:.4f}")
             summary.train_seconds = time.perf_counter() - started
             summary.images_seen = self.images_seen
             summary.skipped_steps = self.skipped_steps
@@ -314,8 +371,8 @@ class Engine:
         return results
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(enabled: bool, total_steps: int, completed: int):
+    """The run's progress (arkx.progress: a bar on a terminal, a log line every ~10% of steps otherwise)."""
+    from ..progress import Progress
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=False)
+    return Progress(total_steps, "pretraining", enabled=enabled, completed=completed, unit="steps", logger=log)

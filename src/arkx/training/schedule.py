@@ -46,11 +46,22 @@ def cosine_ramp(t: float) -> float:
     return 0.5 * (1.0 - math.cos(math.pi * t))
 
 
+def iteration_rounds(step: Step, iterations: int) -> float:
+    """The length of one iteration of a step, in rounds."""
+    return 1.0 / (max(iterations, 1) * step.per_round)
+
+
 def learning_rate(progress: float, *, base: float, rounds: int, warmup: float, schedule: str,
-                  min_lr: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` rounds, then cosine decay to ``min_lr`` at ``rounds``."""
+                  min_lr: float = 0.0, iteration: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` rounds, then cosine decay to ``min_lr`` at ``rounds``.
+
+    ``progress`` is where an iteration starts and ``iteration`` its length (both in rounds). The
+    warm-up gives an iteration the value reached at its end, ``base·(i + 1)/warmup_iterations`` for
+    iteration ``i``, so the first iteration trains (a warm-up from exactly 0 wastes it); the decay
+    is read at the start, so the last iteration still trains too.
+    """
     if warmup > 0 and progress < warmup:
-        return base * progress / warmup
+        return base * min(progress + iteration, warmup) / warmup
     if schedule == "constant":
         return base
     t = (progress - warmup) / max(rounds - warmup, 1e-12)

@@ -27,7 +27,8 @@ def write_tree(base, tree):
 
 def test_two_class_kaggle_layout(tmp_path):
     base = write_tree(tmp_path / "chest_xray", KAGGLE)
-    touch(base / "train" / "NORMAL" / ".DS_Store")
+    touch(base / "train" / "NORMAL" / ".DS_Store")  # OS artefact: invisible, not even counted
+    touch(base / "train" / "NORMAL" / "readme.txt")  # a real non-image file: skipped and counted
     rec = read_dataset("pediatric_pneumonia", tmp_path)  # the folder that holds chest_xray/
     assert len(rec) == 11 and rec.label_names == ("Pneumonia",) and rec.task.kind == "multilabel"
     by_id = dict(zip(rec.images["image_id"], rec.labels[:, 0]))

@@ -5,7 +5,8 @@ from . import chestdr, covidx, cxr_lt, generic_csv, generic_folder, pediatric_pn
 from . import chexmask, generic_mask_folder, jsrt, montgomery, vindr_ribcxr  # noqa: F401  (segmentation)
 from . import candid_ptx, chestx_det, generic_coco, node21, siim_acr, tbx11k  # noqa: F401  (localization)
 from ._common import check_images_exist
-from .registry import AdapterOptions, AdapterSpec, adapter_names, get_adapter, read_dataset, register
+from .registry import (AdapterOptions, AdapterSpec, adapter_names, default_uncertain, get_adapter, read_dataset,
+                       register)
 
-__all__ = ["AdapterOptions", "AdapterSpec", "adapter_names", "check_images_exist", "get_adapter", "read_dataset",
-           "register"]
+__all__ = ["AdapterOptions", "AdapterSpec", "adapter_names", "check_images_exist", "default_uncertain", "get_adapter",
+           "read_dataset", "register"]

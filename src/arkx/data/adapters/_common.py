@@ -1,32 +1,86 @@
-"""Small helpers shared by adapters: required files and columns, label parsing, seeded splits."""
+"""Small helpers shared by adapters: required files and columns, label parsing, seeded splits.
+
+Also the tolerant reading every adapter shares (providers' files as they are shipped, across releases):
+
+* :func:`read_csv`: UTF-8 byte-order mark, CRLF line ends, spaces around header names, empty trailing
+  columns (``Unnamed: N`` from trailing commas) are all accepted; a row with *more* non-empty fields
+  than the header is an error (a shifted row must not train).
+* :func:`optional_column`: metadata training does not need (sex, age, view, ...) may be missing,
+  renamed or empty: one warning per file and column, values "unknown", never a refusal.
+* :func:`read_text_lines`: list files with BOM / CRLF.
+* :func:`child`: a fixed folder or file name matched case-insensitively (``Data/`` vs ``data/``).
+* :func:`is_os_junk` / :func:`list_dir` / :func:`walk_files`: macOS AppleDouble ``._*`` files,
+  ``__MACOSX/``, ``.DS_Store``, ``Thumbs.db`` and ``desktop.ini`` are invisible to every folder scan.
+* :func:`path_in_base` / :func:`paths_in_base`: a path read from a label file must stay inside the
+  dataset folder (or the images folder the user named); absolute paths and ``..`` that climb out are
+  refused with the file, row and path.
+"""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import logging
+import os
+import posixpath
+import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError
 
+_log = logging.getLogger("arkx.data")
+
 
 def require_file(root: Path, relative: str, dataset: str) -> Path:
-    """``root / relative``, or a DatasetFormatError that names the expected file."""
-    path = root / relative
+    """``root / relative`` (names matched case-insensitively), or a DatasetFormatError naming the file."""
+    path = child(root, relative)
     if not path.is_file():
         raise DatasetFormatError(f"{dataset}: expected file {path} (not found)")
     return path
 
 
 def read_csv(path: Path, dataset: str, required: Sequence[str] = (), **kwargs) -> pd.DataFrame:
-    """Read a provider CSV and check that ``required`` columns exist (error names file and columns)."""
+    """Read a provider CSV tolerantly and check that ``required`` columns exist (error names file and columns).
+
+    Tolerated, because providers ship them: a UTF-8 byte-order mark, CRLF line ends, spaces around
+    header names (SIIM's ``" EncodedPixels"``), empty ``Unnamed: N`` columns from trailing commas in the
+    header (NIH's ``Data_Entry_2017.csv``, ``BBox_List_2017.csv``) and a trailing comma on data rows
+    only. ``dtype`` keys name the cleaned header. A row with more non-empty fields than the header is a
+    DatasetFormatError naming the row: its values cannot be matched to columns.
+    """
+    kwargs.setdefault("encoding", "utf-8-sig")
+    kwargs.setdefault("index_col", False)  # never move a column into the index when rows end with a comma
     try:
-        frame = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        if isinstance(kwargs.get("dtype"), dict):
+            raw = pd.read_csv(path, nrows=0, encoding=kwargs["encoding"]).columns
+            wanted = kwargs["dtype"]
+            kwargs["dtype"] = {r: wanted[_clean_name(r)] for r in raw if _clean_name(r) in wanted}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(path, **kwargs)
+        except (pd.errors.ParserWarning, pd.errors.ParserError) as err:
+            # rows longer than the header: harmless when the extra fields are blank (trailing commas on
+            # some or all rows), so read the header's columns only; otherwise name the first such row
+            long_row = _long_row(path, kwargs["encoding"])
+            if long_row is not None:
+                raise DatasetFormatError(f"{dataset}: {path}: {long_row}") from None
+            if isinstance(err, pd.errors.ParserError) and "usecols" in kwargs:
+                raise
+            width = len(pd.read_csv(path, nrows=0, encoding=kwargs["encoding"]).columns)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                frame = pd.read_csv(path, **{"usecols": list(range(width)), **kwargs})
+    except DatasetFormatError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
         raise DatasetFormatError(f"{dataset}: cannot parse {path}: {err}") from None
+    frame = clean_header(frame)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DatasetFormatError(
@@ -35,6 +89,178 @@ def read_csv(path: Path, dataset: str, required: Sequence[str] = (), **kwargs) -
     return frame
 
 
+def _clean_name(name: object) -> str:
+    return str(name).replace("\ufeff", "").strip()
+
+
+def clean_header(frame: pd.DataFrame) -> pd.DataFrame:
+    """Strip header names and drop the empty columns that trailing commas make (``Unnamed: N``, all blank)."""
+    frame.columns = [_clean_name(c) for c in frame.columns]
+    empty_unnamed = [c for c in frame.columns if (c.startswith("Unnamed: ") or c == "") and _blank(frame[c]).all()]
+    if empty_unnamed:
+        frame = frame.drop(columns=empty_unnamed)
+    return frame
+
+
+def _blank(column: pd.Series) -> pd.Series:
+    """NaN or whitespace-only cells (``keep_default_na=False`` reads blanks as ``""``)."""
+    return column.isna() | (column.astype(str).str.strip() == "")
+
+
+def _open_text(path: Path, encoding: str = "utf-8-sig"):
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    return opener(path, "rt", encoding=encoding, errors="replace", newline="")
+
+
+def _long_row(path: Path, encoding: str) -> str | None:
+    """The first row with more non-empty fields than the header, described; None if every extra is blank.
+
+    Read only when pandas reported rows longer than the header."""
+    with _open_text(path, encoding) as handle:
+        rows = csv.reader(handle)
+        header = next(rows, [])
+        for number, row in enumerate(rows, start=2):
+            if len(row) > len(header) and any(v.strip() for v in row[len(header):]):
+                return (f"row {number} has {len(row)} fields but the header has {len(header)} "
+                        f"(extra values {row[len(header):][:3]}); its values cannot be matched to columns")
+    return None
+
+
+#: (dataset, file, column) already warned about in this process: one warning each, not one per read
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def warn_once(dataset: str, path: Path | str, column: str, message: str) -> None:
+    """Log ``message`` on ``arkx.data`` once per (dataset, file, column) in this process."""
+    key = (dataset, str(path), column)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    _log.warning("%s: %s: %s", dataset, path, message)
+
+
+def optional_column(frame: pd.DataFrame, spellings: Sequence[str], path: Path, dataset: str,
+                    what: str) -> pd.Series | None:
+    """A metadata column training does not need (sex, age, view, ...): the first of ``spellings`` present.
+
+    Missing (under every spelling) or entirely empty: one warning naming the file and the column, and
+    None, so the adapter records "unknown" instead of refusing the dataset.
+    """
+    hit = next((c for c in spellings if c in frame.columns), None)
+    if hit is None:
+        warn_once(dataset, path, spellings[0], f"no {what} column (looked for {list(spellings)}); "
+                  f"{what} recorded as unknown")
+        return None
+    column = frame[hit]
+    if len(column) and bool(_blank(column).all()):
+        warn_once(dataset, path, hit, f"column {hit!r} ({what}) is empty; {what} recorded as unknown")
+        return None
+    return column
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a provider's text file (split lists, readings), without a UTF-8 BOM or CR line ends."""
+    return path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+
+
+# ------------------------------------------------------------------------- folder scans
+
+#: files operating systems leave in folders; never data (``._*`` AppleDouble files are matched by prefix)
+OS_JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
+OS_JUNK_DIRS = frozenset({"__macosx", ".spotlight-v100", ".trashes", ".fseventsd"})
+
+
+def is_os_junk(name: str) -> bool:
+    """True for macOS AppleDouble ``._NAME`` files, ``__MACOSX/`` and ``.DS_Store`` / ``Thumbs.db`` & co."""
+    low = name.lower()
+    return name.startswith("._") or low in OS_JUNK_FILES or low in OS_JUNK_DIRS
+
+
+def list_dir(folder: Path) -> list[Path]:
+    """Sorted entries of ``folder`` without OS artefacts (:func:`is_os_junk`)."""
+    return sorted(p for p in folder.iterdir() if not is_os_junk(p.name))
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder`` (sorted, depth first) without OS artefacts or their folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_os_junk(d))
+        for name in sorted(filenames):
+            if not is_os_junk(name):
+                yield Path(dirpath, name)
+
+
+def child(parent: Path, name: str) -> Path:
+    """``parent / name``, or its case-insensitive match (``Data`` for ``data``, ``x.PNG`` for ``x.png``).
+
+    Exact spelling wins; without any match ``parent / name`` is returned, so error messages name the
+    spelling the layout documents. ``name`` may hold several ``/``-separated parts.
+    """
+    out = parent
+    for part in Path(name).parts:
+        exact = out / part
+        if exact.exists() or not out.is_dir():
+            out = exact
+            continue
+        low = part.lower()
+        out = next((p for p in sorted(out.iterdir()) if p.name.lower() == low and not is_os_junk(p.name)), exact)
+    return out
+
+
+# ------------------------------------------------------------------------- paths read from label files
+
+
+def path_in_base(base: Path, raw: str, *, dataset: str, source: Path, where: str, column: str) -> str:
+    """A path read from a label file, checked to stay inside ``base``; returned relative to ``base``.
+
+    ``raw`` relative: returned unchanged when it stays inside ``base`` after ``..`` is collapsed.
+    ``raw`` absolute: accepted only when it lies inside ``base`` (returned relative to it). Anything
+    else is a DatasetFormatError naming ``source``, ``where`` (e.g. ``row 7``), ``column`` and the path.
+
+    The check is lexical: symlinks are not followed. A symlink inside the dataset folder was put there
+    by whoever owns the folder (who could as well have copied the files in), and following it would
+    refuse the common ``images -> /big/disk/images`` layout; what is refused is a label file steering
+    reads outside the folder it describes.
+    """
+    text = str(raw)
+    if not text.startswith(("/", "\\")) and ".." not in text:
+        return text  # fast path: the common case cannot climb out
+    posix = text.replace("\\", "/")
+    if posixpath.isabs(posix):
+        rel = _relative_to(posix, base)
+        if rel is not None:
+            return rel
+    else:
+        norm = posixpath.normpath(posix)
+        if norm != ".." and not norm.startswith("../"):
+            return text
+    raise DatasetFormatError(
+        f"{dataset}: {source} {where} column {column!r}: path {text!r} points outside {base}; paths in label "
+        f"files must stay inside the dataset folder (for images kept elsewhere, name their folder with the "
+        f"adapter's image_root / images_root option where it has one)")
+
+
+def _relative_to(posix_abs: str, base: Path) -> str | None:
+    target = posixpath.normpath(posix_abs)
+    for anchor in {os.path.abspath(base), os.path.realpath(base)}:
+        anchor = anchor.replace(os.sep, "/")
+        if target == anchor:
+            return "."
+        if target.startswith(anchor.rstrip("/") + "/"):
+            return target[len(anchor.rstrip("/")) + 1:]
+    return None
+
+
+def paths_in_base(base: Path, raws: Iterable[object], *, dataset: str, source: Path, column: str,
+                  first_row: int = 2, unit: str = "row") -> list[str]:
+    """:func:`path_in_base` for a column of paths; ``first_row`` numbers the first value (CSV data: 2).
+
+    ``unit`` names a position: ``"row"`` -> ``row 7``; a JSON list such as ``"images[]"`` -> ``images[7]``."""
+    def where(i: int) -> str:
+        return f"{unit[:-2]}[{i}]" if unit.endswith("[]") else f"{unit} {i}"
+
+    return [path_in_base(base, str(r), dataset=dataset, source=source, where=where(i), column=column)
+            for i, r in enumerate(raws, start=first_row)]
 def parse_label_columns(
     frame: pd.DataFrame,
     columns: Sequence[str],
@@ -131,8 +357,8 @@ def normalise_sex(values: Iterable[object]) -> list[str | None]:
 def first_existing(root: Path, candidates: Sequence[str], dataset: str) -> Path:
     """The first of ``candidates`` (relative to ``root``) that exists, or an error listing them all."""
     for rel in candidates:
-        if (root / rel).is_file():
-            return root / rel
+        if child(root, rel).is_file():
+            return child(root, rel)
     raise DatasetFormatError(f"{dataset}: expected one of {[str(root / c) for c in candidates]} (none found)")
 
 
@@ -239,7 +465,6 @@ def check_images_exist(records, max_listed: int = 5) -> None:
 # ------------------------------------------------------------------------- box validation
 
 BOX_COORDS = ("x_min", "y_min", "x_max", "y_max")
-_log = logging.getLogger("arkx.data")
 
 
 def validate_boxes(
@@ -292,13 +517,15 @@ def validate_boxes(
     return count
 
 
-def scan_tb_images(image_dir: Path, name: "re.Pattern[str]", dataset: str, example: str) -> tuple[list[str], list[float]]:
+def scan_tb_images(image_dir: Path, name: "re.Pattern[str]", dataset: str, example: str
+                   ) -> tuple[list[str], list[float], list[str]]:
     """The NLM tuberculosis sets (Shenzhen, Montgomery): ``<PREFIX>_NNNN_{0,1}.png`` files, label from the
-    suffix. Returns (file stems, TB labels); other files (Thumbs.db, ...) are ignored."""
+    suffix. Returns (file stems, TB labels, file names as on disk: ``.png`` or ``.PNG``); other files
+    and OS artefacts (``Thumbs.db``, macOS ``._*``) are ignored."""
     if not image_dir.is_dir():
         raise DatasetFormatError(f"{dataset}: expected folder {image_dir} with {example}-style images (not found)")
-    stems, tb = [], []
-    for path in sorted(image_dir.iterdir()):
+    stems, tb, names = [], [], []
+    for path in list_dir(image_dir):
         if path.suffix.lower() != ".png":
             continue
         match = name.match(path.stem)
@@ -306,24 +533,27 @@ def scan_tb_images(image_dir: Path, name: "re.Pattern[str]", dataset: str, examp
             raise DatasetFormatError(f"{dataset}: {path}: expected a name like {example} (_0 normal, _1 TB)")
         stems.append(path.stem)
         tb.append(float(match[2]))
+        names.append(path.name)
     if not stems:
         raise DatasetFormatError(f"{dataset}: {image_dir} holds no {example.split('_')[0]}_*.png images")
-    return stems, tb
+    return stems, tb, names
 
 
 def read_clinical_readings(folder: Path, stems: list[str], parse) -> tuple[list, list, int, int]:
     """Sex and age from one ``<stem>.txt`` reading per image via ``parse(text) -> (sex, age)``.
 
-    Returns (sexes, ages, readings missing, readings whose sex or age could not be parsed)."""
+    File names are matched case-insensitively (``.txt`` / ``.TXT``); a BOM is dropped. Returns (sexes,
+    ages, readings missing, readings whose sex or age could not be parsed)."""
+    by_name = {p.name.lower(): p for p in list_dir(folder)} if folder.is_dir() else {}
     sexes, ages, missing, unparsed = [], [], 0, 0
     for stem in stems:
-        reading = folder / f"{stem}.txt"
-        if not reading.is_file():
+        reading = by_name.get(f"{stem}.txt".lower())
+        if reading is None or not reading.is_file():
             missing += 1
             sexes.append(None)
             ages.append(np.nan)
             continue
-        sex, age = parse(reading.read_text(errors="replace"))
+        sex, age = parse(reading.read_text(encoding="utf-8-sig", errors="replace"))
         unparsed += sex is None or np.isnan(age)
         sexes.append(sex)
         ages.append(age)
@@ -334,6 +564,10 @@ def filter_views(records, views: list[str] | None):
     """Keep only images whose view is in ``views`` (None keeps all); the dropped count goes to notes."""
     if views is None:
         return records
+    if len(records) and records.images["view"].isna().all():
+        # the view column is missing or empty: filtering would silently drop every image
+        raise DatasetFormatError(f"{records.dataset}: the option views={views} cannot be applied: no image has "
+                                 f"a known view in {records.root}; set views to null to keep every image")
     wanted = {v.upper() for v in views}
     keep = records.images["view"].isin(wanted).to_numpy()
     notes = dict(records.notes)

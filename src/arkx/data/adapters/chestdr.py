@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, parse_label_columns, patient_split, read_csv
+from ._common import (carve_validation, child, images_frame, parse_label_columns, paths_in_base, patient_split,
+                      read_csv, read_text_lines)
 from .registry import AdapterOptions, register
 
 CHESTDR_LABELS = (
@@ -69,7 +70,7 @@ class ChestDROptions(AdapterOptions):
 def parse_list(path: Path) -> tuple[list[str], np.ndarray]:
     """A MedFMC list file -> (image file names, labels ``[n, 19]``)."""
     names, rows = [], []
-    for line_no, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for line_no, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -116,8 +117,11 @@ def read(root: Path, options: ChestDROptions) -> Records:
             f"in {root} (none found)")
     parts = [("trainval", trainval)] + ([("test", test)] if test is not None else [])
     names, labels, part_of, where = [], [], [], {}
+    image_dir = child(root, IMAGE_DIR)
     for part, path in parts:
         n, lab = parse(path)
+        # image names must stay inside images/ (entries numbered as the parser counts them)
+        n = paths_in_base(image_dir, n, dataset="chestdr", source=path, column="image", first_row=1, unit="entry")
         for k, name in enumerate(n):
             if name in where:
                 raise DatasetFormatError(f"chestdr: {path} entry {k + 1}: image {name!r} also listed in {where[name]}")
@@ -137,7 +141,7 @@ def read(root: Path, options: ChestDROptions) -> Records:
         split = patient_split(ids, options.split_seed)
         how = f"no test file: seeded 70/10/20 split per image, seed {options.split_seed}"
         source = "seeded-patient"
-    images = images_frame(image_id=ids, path=[f"{IMAGE_DIR}/{n}" for n in names], patient_id=ids, split=split,
+    images = images_frame(image_id=ids, path=[f"{image_dir.name}/{n}" for n in names], patient_id=ids, split=split,
                           view=[None] * len(ids), sex=[None] * len(ids), age=[np.nan] * len(ids))
     notes = {"label_files": [p.name for _, p in parts], "splits": how,
              "patient_id": "not published: one patient per image"}

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..masks import MASK_COLUMNS
 from ..records import DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, images_frame
+from ._common import _stable_unit_interval, child, images_frame, path_in_base
 from .generic_coco import BOX_COLUMNS
 from .registry import AdapterOptions, register
 
@@ -53,8 +53,8 @@ class ChestXDetOptions(AdapterOptions):
 
 def _image_dir(root: Path, split: str) -> str:
     for cand in (split, f"{split}_data/{split}", f"{split}_data"):
-        if (root / cand).is_dir():
-            return cand
+        if child(root, cand).is_dir():
+            return child(root, cand).relative_to(root).as_posix()
     raise DatasetFormatError(f"chestx_det: expected image folder {root / split} (or {split}_data/) (not found)")
 
 
@@ -75,11 +75,11 @@ def read(root: Path, options: ChestXDetOptions) -> Records:
     images, box_rows, mask_rows, label_rows = [], [], [], []
     short_polygons = 0
     for split, name in JSON_FILES.items():
-        path = root / name
+        path = child(root, name)
         if not path.is_file():
             raise DatasetFormatError(f"chestx_det: expected file {path} (not found)")
         try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
+            entries = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is tolerated
         except ValueError as err:
             raise DatasetFormatError(f"chestx_det: cannot parse {path}: {err}") from None
         if not isinstance(entries, list):
@@ -98,6 +98,8 @@ def read(root: Path, options: ChestXDetOptions) -> Records:
             if len(boxes) != len(syms) or (polys and len(polys) != len(syms)):
                 raise DatasetFormatError(f"chestx_det: {where} ({fid}): {len(syms)} syms but {len(boxes)} boxes "
                                          f"and {len(polys)} polygons")
+            fid = path_in_base(root / folder, fid, dataset="chestx_det", source=path, where=f"entry {k}",
+                               column="file_name")
             rel = f"{folder}/{fid}"
             images.append({"image_id": fid, "path": rel, "split": split})
             label_rows.append([1.0 if c in syms else 0.0 for c in CATEGORIES])

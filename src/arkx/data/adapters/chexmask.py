@@ -10,7 +10,8 @@ Expected folder (the PhysioNet release)::
 The images are not part of CheXmask: option ``images_root`` names the folder of the source dataset
 (absolute, or relative to root; default: root itself), searched by the CSV's image reference (as a
 relative path, then by file name, then by file stem, e.g. a VinDr ``image_id`` -> ``<id>.dicom``).
-Unresolved images keep the reference as their path and are counted in ``notes``.
+Unresolved images keep the reference as their path and are counted in ``notes``. A reference that is
+an absolute path elsewhere or climbs out of ``images_root`` with ``..`` is refused with the row.
 
 Columns (one row per image): an id column that depends on the source dataset (``image_id`` for VinDr-CXR,
 ``dicom_id`` for MIMIC-CXR-JPG, ``Path`` for CheXpert, ``Image Index`` for ChestX-Ray8, ``ImageID`` for
@@ -34,7 +35,6 @@ paths, the ``NNNNNNNN`` prefix of ChestX-Ray8 names, else the image itself).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -43,7 +43,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..records import DatasetFormatError, Records
-from ._common import images_frame, patient_split, read_csv
+from ._common import images_frame, list_dir, path_in_base, patient_split, read_csv, walk_files
 from .registry import AdapterOptions, register
 
 ENCODING = "chexmask"
@@ -85,7 +85,7 @@ def _pick_csv(root: Path, name: str | None) -> Path:
             f"chexmask: CSV {name!r} not found (tried {root / base} and {root / 'OriginalResolution' / base})"
         )
     for folder in (root / "OriginalResolution", root):
-        found = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+        found = [f for f in list_dir(folder) if f.suffix.lower() == ".csv" and f.is_file()] if folder.is_dir() else []
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -120,13 +120,11 @@ class _ImageIndex:
         self._by_name = {}
         if not self.folder.is_dir():
             return
-        for dirpath, _, files in os.walk(self.folder):
-            for f in files:
-                if f.lower().endswith(".csv"):
-                    continue
-                p = Path(dirpath) / f
-                self._by_name.setdefault(f, p)
-                self._by_stem.setdefault(Path(f).stem, p)
+        for p in walk_files(self.folder):  # OS artefacts (macOS ._*, Thumbs.db) are not images
+            if p.suffix.lower() == ".csv":
+                continue
+            self._by_name.setdefault(p.name, p)
+            self._by_stem.setdefault(p.stem, p)
 
     def find(self, ref: str) -> Path | None:
         rel = Path(ref)
@@ -152,6 +150,7 @@ def read(root: Path, options: ChexmaskOptions) -> Records:
         raise DatasetFormatError(f"chexmask: {csv_path} lacks the mask columns {list(STRUCTURES)}")
     frame = read_csv(csv_path, "chexmask", usecols=lambda c: c != "Landmarks", dtype={id_col: str})
     n_rows = len(frame)
+    file_rows = np.arange(n_rows) + 2  # 1-based CSV rows, kept through the quality filter
     notes: dict[str, object] = {"csv": csv_path.relative_to(root).as_posix(), "id_column": id_col,
                                 "rows_in_csv": n_rows, "encoding": "chexmask RLE: 1-based absolute starts, row-major"}
     if DICE_COLUMN in frame.columns:
@@ -160,6 +159,7 @@ def read(root: Path, options: ChexmaskOptions) -> Records:
         notes["dropped_low_dice_rca"] = int((~keep).sum())
         notes["quality_filter"] = f"{DICE_COLUMN} >= {options.min_dice_rca}"
         frame = frame.loc[keep].reset_index(drop=True)
+        file_rows = file_rows[keep]
     else:
         notes["quality_filter"] = f"none ({DICE_COLUMN} column absent)"
     if frame.empty:
@@ -183,8 +183,11 @@ def read(root: Path, options: ChexmaskOptions) -> Records:
         images_root = root / images_root
     index = _ImageIndex(images_root)
     paths, unresolved = [], 0
-    for ref in refs:
-        hit = index.find(ref)
+    for row, ref in zip(file_rows, refs):
+        # an image reference must not lead outside the images folder (absolute elsewhere, or ``..``)
+        ref_in = path_in_base(images_root, ref, dataset="chexmask", source=csv_path, where=f"row {int(row)}",
+                              column=id_col)
+        hit = index.find(ref_in)
         if hit is None:
             unresolved += 1
             paths.append(ref)

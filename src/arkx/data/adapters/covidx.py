@@ -20,8 +20,9 @@ Expected folder::
 Lines are split on whitespace: the first field is the patient id, the last two the class and the
 source, everything between is the file name (a few historical file names contain spaces); a line with
 only three fields has no source. The patient id is qualified by the source (``"<source>:<id>"``) since
-numeric ids of different sources would otherwise collide. Without ``val.txt`` (CXR-3 and older), val
-is carved from ``train.txt`` by patient (seeded).
+numeric ids of different sources would otherwise collide. A file name must stay inside its split folder
+(an absolute path elsewhere or a ``..`` that climbs out is refused with the line). Without ``val.txt``
+(CXR-3 and older), val is carved from ``train.txt`` by patient (seeded).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, require_file
+from ._common import carve_validation, child, images_frame, path_in_base, read_text_lines, require_file
 from .registry import AdapterOptions, register
 
 BINARY_CLASSES = {"positive": 1.0, "negative": 0.0}
@@ -72,18 +73,21 @@ def parse_line(line: str, path: Path, line_no: int) -> tuple[str, str, str, str 
 @register("covidx", options=CovidxOptions, layout=LAYOUT,
           summary="COVIDx CXR-2/3/4 (and older): COVID-19 positive/negative or normal/pneumonia/COVID-19")
 def read(root: Path, options: CovidxOptions) -> Records:
-    rows = []  # (split, patient, filename, class, source)
+    rows = []  # (split, patient, filename, class, source, list file, line, image folder)
     lists = {}
     for split, name in SPLIT_FILES:
         if split == "val" and not (root / name).is_file():
             continue
         path = require_file(root, name, "covidx")
         lists[split] = name
-        for line_no, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        folder = child(root, split)
+        for line_no, line in enumerate(read_text_lines(path), start=1):
             if not line.strip():
                 continue
             pid, fname, cls, source = parse_line(line, path, line_no)
-            rows.append((split, pid, fname, cls, source, name, line_no))
+            fname = path_in_base(folder, fname, dataset="covidx", source=path, where=f"line {line_no}",
+                                 column="filename")
+            rows.append((split, pid, fname, cls, source, name, line_no, folder.name))
     if not rows:
         raise DatasetFormatError(f"covidx: the list files in {root} hold no images")
     classes = {r[3].lower() for r in rows}
@@ -104,7 +108,7 @@ def read(root: Path, options: CovidxOptions) -> Records:
                            for r in rows], dtype=np.float32)
     seen: dict[str, str] = {}
     image_ids = []
-    for _, _, fname, _, _, name, line_no in rows:
+    for _, _, fname, _, _, name, line_no, _ in rows:
         if fname in seen:
             raise DatasetFormatError(
                 f"covidx: {root / name} line {line_no}: image {fname!r} already listed in {seen[fname]}")
@@ -115,7 +119,7 @@ def read(root: Path, options: CovidxOptions) -> Records:
     if "val" not in lists:
         split = carve_validation(patients, split == "train", options.split_seed, options.val_fraction)
     images = images_frame(
-        image_id=image_ids, path=[f"{r[0]}/{r[2]}" for r in rows], patient_id=patients, split=split,
+        image_id=image_ids, path=[f"{r[7]}/{r[2]}" for r in rows], patient_id=patients, split=split,
         view=[None] * len(rows), sex=[None] * len(rows), age=[np.nan] * len(rows),
     )
     notes = {

@@ -25,6 +25,7 @@ file and the plain one exist, the labeled one is read.
 
 Images are MIMIC-CXR-JPG files: the path is the ``fpath`` (or ``path``) column when present (the part
 from ``files/`` on), otherwise ``files/p<first 2 digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
+The path must stay inside ``images_root`` (refused with the file and row otherwise).
 ``images_root`` (default: the CXR-LT folder itself) is the MIMIC-CXR-JPG 2.0.0 folder; a relative
 ``images_root`` is resolved against the CXR-LT folder, and ``Records.root`` is that images folder.
 
@@ -42,7 +43,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, none_if_missing, parse_label_columns, read_csv
+from ._common import (carve_validation, images_frame, none_if_missing, optional_column, parse_label_columns,
+                      path_in_base, read_csv)
 from .registry import AdapterOptions, register
 
 #: the 26 classes of CXR-LT 2023, in the order of the released label files (alphabetical)
@@ -148,27 +150,31 @@ def read(root: Path, options: CxrLtOptions) -> Records:
                 raise DatasetFormatError(
                     f"cxr_lt: {path} row {i + 2}: dicom_id {did!r} also appears in {seen[did]}")
             seen[did] = f"{path.name} row {i + 2}"
-    image_ids, paths, patients, splits, views = [], [], [], [], []
-    for split, _, frame, _ in parts:
-        fpaths = frame["fpath"] if "fpath" in frame.columns else (
-            frame["path"] if "path" in frame.columns else pd.Series([None] * len(frame)))
-        for did, subj, study, fp in zip(frame["dicom_id"], frame["subject_id"], frame["study_id"], fpaths):
-            image_ids.append(did)
-            paths.append(_image_path(fp, subj, study, did))
-            patients.append(subj)
-            splits.append(split)
-        view_col = "ViewPosition" if "ViewPosition" in frame.columns else None
-        views += none_if_missing(frame[view_col]) if view_col else [None] * len(frame)
-    labels = np.concatenate([v for *_, v in parts], axis=0)
-    if "val" not in found:
-        splits = list(carve_validation(patients, np.asarray(splits) == "train", options.split_seed,
-                                       options.val_fraction))
     images_root = root
     if options.images_root is not None:
         images_root = Path(options.images_root).expanduser()
         images_root = images_root if images_root.is_absolute() else root / images_root
         if not images_root.is_dir():
             raise DatasetFormatError(f"cxr_lt: images_root {images_root} (MIMIC-CXR-JPG folder) does not exist")
+    image_ids, paths, patients, splits, views = [], [], [], [], []
+    for split, path, frame, _ in parts:
+        path_col = "fpath" if "fpath" in frame.columns else ("path" if "path" in frame.columns else None)
+        fpaths = frame[path_col] if path_col else pd.Series([None] * len(frame))
+        rows = zip(frame["dicom_id"], frame["subject_id"], frame["study_id"], fpaths)
+        for row, (did, subj, study, fp) in enumerate(rows, start=2):
+            image_ids.append(did)
+            # the path (from fpath, or built from the ids) must stay inside the images folder
+            paths.append(path_in_base(images_root, _image_path(fp, subj, study, did), dataset="cxr_lt", source=path,
+                                      where=f"row {row}", column=path_col or "dicom_id"))
+            patients.append(subj)
+            splits.append(split)
+        view_col = optional_column(frame, ("ViewPosition", "view"), path, "cxr_lt", "view") \
+            if {"ViewPosition", "view"} & set(frame.columns) else None
+        views += none_if_missing(view_col) if view_col is not None else [None] * len(frame)
+    labels = np.concatenate([v for *_, v in parts], axis=0)
+    if "val" not in found:
+        splits = list(carve_validation(patients, np.asarray(splits) == "train", options.split_seed,
+                                       options.val_fraction))
     images = images_frame(image_id=image_ids, path=paths, patient_id=patients, split=splits, view=views,
                           sex=[None] * len(image_ids), age=[np.nan] * len(image_ids))
     by_split = {s: set(p for p, sp in zip(patients, splits) if sp == s) for s in ("train", "val", "test")}

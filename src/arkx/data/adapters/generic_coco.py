@@ -13,6 +13,9 @@ Which JSONs: ``annotations`` (one file; all its images get split ``split``), or
 files whose names contain train / val / test are used. Without a val JSON, ``val_fraction`` of the
 train images (seeded, by image) become ``val``.
 
+A ``file_name`` must stay inside ``images_dir`` (an absolute path elsewhere or a ``..`` that climbs
+out is refused with the JSON and the ``images[k]`` entry).
+
 Records: ``image_id`` is the ``file_name`` (unique across splits; COCO ids are per file), path
 ``images_dir/file_name``; no patient ids (patient = image). Task: multilabel over the category names
 in category-id order (1 when the image has an annotation of that category, else 0). Boxes from
@@ -32,7 +35,7 @@ import pandas as pd
 
 from ..masks import MASK_COLUMNS
 from ..records import SPLITS, DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, images_frame
+from ._common import _stable_unit_interval, images_frame, path_in_base
 from .registry import AdapterOptions, register
 
 LAYOUT = """\
@@ -59,7 +62,7 @@ class COCOOptions(AdapterOptions):
 def load_coco(path: Path, dataset: str) -> dict:
     """A COCO JSON with its three lists checked (errors name the file and the entry)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is tolerated
     except (OSError, ValueError) as err:
         raise DatasetFormatError(f"{dataset}: cannot read COCO JSON {path}: {err}") from None
     if not isinstance(data, dict):
@@ -104,19 +107,24 @@ def _segmentation_row(seg: Any, image_id: str, label: str, h: Any, w: Any, where
 
 
 def coco_parts(data: dict, path: Path, dataset: str, split: str, prefix: str = "",
-               masks: bool = True) -> tuple[list[dict], list[dict], list[dict], dict[str, set]]:
+               masks: bool = True, root: Path | None = None
+               ) -> tuple[list[dict], list[dict], list[dict], dict[str, set]]:
     """(image rows, box rows, mask rows, categories per image) of one COCO JSON.
 
     ``image_id`` = ``file_name``; ``path`` = ``prefix/file_name``. Annotation labels are category names.
+    With ``root``, every ``file_name`` must stay inside ``root/prefix`` (:func:`path_in_base`).
     """
     names = {c["id"]: str(c["name"]) for c in data["categories"]}
     images, by_id = [], {}
-    for im in data["images"]:
+    base = None if root is None else (root / prefix if prefix else root)
+    for k, im in enumerate(data["images"]):
         fid = str(im["file_name"])
+        if base is not None:
+            fid = path_in_base(base, fid, dataset=dataset, source=path, where=f"images[{k}]", column="file_name")
         by_id[im["id"]] = (fid, im.get("height"), im.get("width"))
         images.append({"image_id": fid, "path": f"{prefix}/{fid}" if prefix else fid, "split": split})
     boxes, mask_rows = [], []
-    cats: dict[str, set] = {str(im["file_name"]): set() for im in data["images"]}
+    cats: dict[str, set] = {row["image_id"]: set() for row in images}
     for k, ann in enumerate(data["annotations"]):
         where = f"{path.name} annotations[{k}]"
         if ann.get("image_id") not in by_id:
@@ -178,7 +186,7 @@ def read(root: Path, options: COCOOptions) -> Records:
         for c in sorted(data["categories"], key=lambda c: c["id"]):
             if c["name"] not in categories:
                 categories.append(str(c["name"]))
-        im, bx, mk, ct = coco_parts(data, path, "coco", split, options.images_dir.strip("/"))
+        im, bx, mk, ct = coco_parts(data, path, "coco", split, options.images_dir.strip("/"), root=root)
         images += im
         boxes += bx
         mask_rows += mk

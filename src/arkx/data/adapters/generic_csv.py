@@ -19,7 +19,11 @@ Options:
 * ``patient_column`` (default: the image path, i.e. one patient per image), ``split_column`` (values
   ``train`` / ``val`` (also ``valid``, ``validate``, ``validation``) / ``test``, case-insensitive),
   ``sex_column``, ``age_column``, ``view_column``: optional metadata columns.
-* ``image_root`` (``"."``): folder the paths are relative to, itself relative to the dataset folder.
+* ``image_root`` (``"."``): folder the paths are relative to: relative to the dataset folder, or
+  absolute for images kept elsewhere. A path in the CSV must stay inside that folder: an absolute path
+  elsewhere or a ``..`` that climbs out is refused with the row (set ``image_root`` to the folder that
+  really holds the images, e.g. ``/data/hospital`` for absolute paths ``/data/hospital/...``).
+* ``sex_column`` / ``age_column`` / ``view_column`` that are missing or empty: a warning, values unknown.
 
 Without ``split_column``: seeded patient-level 70/10/20 split. With a split column that has no val
 rows: val is carved from train by patient. Errors name the file, the 1-based row and the column; an
@@ -41,7 +45,9 @@ from ._common import (
     none_if_missing,
     normalise_sex,
     parse_age,
+    optional_column,
     parse_label_columns,
+    path_in_base,
     patient_split,
     read_csv,
     require_file,
@@ -77,6 +83,15 @@ class CsvOptions(AdapterOptions):
     val_fraction: float = 0.1
 
 
+def _image_base(root: Path, image_root: str) -> Path:
+    """The folder the CSV's paths are relative to: ``image_root`` (absolute, or relative to ``root``)."""
+    base = Path(image_root).expanduser()
+    base = base if base.is_absolute() else root / base
+    if not base.is_dir():
+        raise DatasetFormatError(f"csv: image_root {image_root!r} ({base}) is not a folder")
+    return base
+
+
 def _check_columns(frame: pd.DataFrame, wanted: dict[str, str | None], path: Path) -> None:
     for option, col in wanted.items():
         if col is not None and col not in frame.columns:
@@ -110,11 +125,13 @@ def _multiclass(frame: pd.DataFrame, column: str, classes: list[str] | None, pat
 def read(root: Path, options: CsvOptions) -> Records:
     path = require_file(root, options.csv, "csv")
     frame = read_csv(path, "csv", dtype=str, keep_default_na=False, na_values=[""])
+    # paths, patients and splits are strict; sex / age / view are metadata: a named column that is
+    # missing or empty gives one warning and "unknown" (optional_column below)
     meta = {"path_column": options.path_column, "patient_column": options.patient_column,
-            "split_column": options.split_column, "sex_column": options.sex_column,
-            "age_column": options.age_column, "view_column": options.view_column}
+            "split_column": options.split_column}
     _check_columns(frame, meta, path)
-    used = {c for c in meta.values() if c is not None}
+    optional = {"sex": options.sex_column, "age": options.age_column, "view": options.view_column}
+    used = {c for c in [*meta.values(), *optional.values()] if c is not None}
     if options.kind == "multiclass":
         if options.label_column is None:
             raise DatasetFormatError("csv: kind 'multiclass' needs the option label_column (the class-name column)")
@@ -136,11 +153,13 @@ def read(root: Path, options: CsvOptions) -> Records:
         if not names:
             raise DatasetFormatError(f"csv: {path}: no label columns left (columns {list(frame.columns)})")
         labels = parse_label_columns(frame, names, path, "csv")
+    image_base = _image_base(root, options.image_root)
     rel_paths = []
     for i, p in enumerate(frame[options.path_column]):
         if not isinstance(p, str) or not p.strip():
             raise DatasetFormatError(f"csv: {path} row {i + 2} column {options.path_column!r}: empty image path")
-        rel_paths.append(p.strip())
+        rel_paths.append(path_in_base(image_base, p.strip(), dataset="csv", source=path, where=f"row {i + 2}",
+                                      column=options.path_column))
     dup = pd.Series(rel_paths).duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -178,18 +197,18 @@ def read(root: Path, options: CsvOptions) -> Records:
         split = patient_split(patients, options.split_seed)
         split_source = "seeded-patient"
         notes["split"] = f"seeded patient-level 70/10/20, seed {options.split_seed}"
-    image_root = Path(options.image_root)
-    if image_root.is_absolute():
-        raise DatasetFormatError(f"csv: image_root {options.image_root!r} must be relative to the dataset folder")
-    prefix = image_root.as_posix()
+    prefix = Path(options.image_root).expanduser().as_posix()
     full = [p if prefix in ("", ".") else f"{prefix}/{p}" for p in rel_paths]
+    if Path(prefix).is_absolute():
+        notes["image_root"] = prefix  # images outside the dataset folder, as the option says
     n = len(frame)
+    columns = {k: optional_column(frame, (c,), path, "csv", k) if c is not None else None for k, c in optional.items()}
     images = images_frame(
         image_id=rel_paths, path=full, patient_id=patients, split=split,
-        view=none_if_missing(frame[options.view_column]) if options.view_column else [None] * n,
-        sex=normalise_sex(frame[options.sex_column]) if options.sex_column else [None] * n,
-        age=[parse_age(a) if isinstance(a, str) else np.nan for a in frame[options.age_column]]
-        if options.age_column else [np.nan] * n,
+        view=none_if_missing(columns["view"]) if columns["view"] is not None else [None] * n,
+        sex=normalise_sex(columns["sex"]) if columns["sex"] is not None else [None] * n,
+        age=[parse_age(a) if isinstance(a, str) else np.nan for a in columns["age"]]
+        if columns["age"] is not None else [np.nan] * n,
     )
     return Records("csv", root, images, Task("csv", options.kind, names), labels, split_source=split_source,
                    notes=notes)

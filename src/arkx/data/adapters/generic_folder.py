@@ -18,7 +18,8 @@ Task: multiclass over the sorted class-folder names (the union over the split fo
 ``patient_regex`` is given: its first group (or whole match) searched in the stem, e.g.
 ``"^(P\\d+)_"`` for ``P0001_2.png``; a file it does not match is an error. Without split folders a
 seeded patient-level 70/10/20 split is made. DICOM files give sex / age / view from their headers.
-Files with other extensions and hidden files are skipped (counted in notes).
+Files with other extensions and hidden files are skipped (counted in notes); OS artefacts (macOS
+``._*`` AppleDouble files, ``.DS_Store``, ``Thumbs.db``, ``__MACOSX/``) are ignored without counting.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, patient_split, read_dicom_metadata
+from ._common import carve_validation, images_frame, list_dir, patient_split, read_dicom_metadata, walk_files
 from .registry import AdapterOptions, register
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -52,7 +53,7 @@ class FolderOptions(AdapterOptions):
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    return [p for p in list_dir(folder) if p.is_dir() and not p.name.startswith((".", "__"))]
 
 
 def _patient(stem: str, pattern: re.Pattern | None, path: Path) -> str:
@@ -89,9 +90,7 @@ def read(root: Path, options: FolderOptions) -> Records:
     skipped = 0
     for split, base in parts:
         for cls_dir in _subdirs(base):
-            for path in sorted(cls_dir.rglob("*")):
-                if not path.is_file():
-                    continue
+            for path in walk_files(cls_dir):  # OS artefacts (macOS ._*, Thumbs.db) are not even counted
                 if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
                     skipped += 1
                     continue

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import SPLITS, DatasetFormatError, Records
-from ._common import images_frame, patient_split
+from ._common import images_frame, list_dir, patient_split
 from .registry import AdapterOptions, register
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -52,7 +52,7 @@ class MaskFolderOptions(AdapterOptions):
 
 def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
+    for p in list_dir(folder):  # OS artefacts (macOS ._*, Thumbs.db) are neither images nor masks
         if p.is_file() and p.suffix.lower() in exts:
             if p.stem in out:
                 raise DatasetFormatError(f"mask_folder: {out[p.stem].name} and {p.name} in {folder} share a stem")
@@ -75,7 +75,7 @@ def _read_part(root: Path, base: Path, split: str | None, options: MaskFolderOpt
         rows.append({"image_id": f"{prefix}{stem}", "stem": stem, "path": p.relative_to(root).as_posix(),
                      "split": split})
     with_mask: set[str] = set()
-    label_dirs = sorted(d for d in mask_dir.iterdir() if d.is_dir())
+    label_dirs = [d for d in list_dir(mask_dir) if d.is_dir()]
     flat = _files(mask_dir, MASK_EXTS)
     if label_dirs and flat:
         raise DatasetFormatError(f"mask_folder: {mask_dir} mixes label folders and mask files; use one layout")

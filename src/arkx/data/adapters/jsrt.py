@@ -39,7 +39,7 @@ from pydantic import Field
 
 from ..raw_img import JSRT_PIXEL_MM, JSRT_SIDE, RawImageError, jsrt_side
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame, normalise_sex
+from ._common import carve_validation, child, images_frame, list_dir, normalise_sex, read_text_lines, walk_files
 from .registry import AdapterOptions, register
 
 IMAGE_DIR = "All247images"
@@ -73,7 +73,7 @@ def _fold_dirs(root: Path) -> dict[int, Path]:
     out: dict[int, Path] = {}
     for k in (1, 2):
         for parent in _FOLD_PARENTS:
-            cand = (root / parent / f"fold{k}" / "masks") if parent else (root / f"fold{k}" / "masks")
+            cand = child(root, f"{parent}/fold{k}/masks" if parent else f"fold{k}/masks")
             if cand.is_dir():
                 out[k] = cand
                 break
@@ -119,8 +119,8 @@ def parse_clinical_line(line: str) -> dict[str, object] | None:
 def _find_clinical(root: Path) -> list[Path]:
     wanted = {"clndat_en.txt", "cnndat_en.txt"}
     found = []
-    for path in sorted(root.rglob("*")):
-        if path.name.lower() in wanted and path.is_file():
+    for path in walk_files(root):
+        if path.name.lower() in wanted:
             found.append(path)
     return found
 
@@ -128,11 +128,11 @@ def _find_clinical(root: Path) -> list[Path]:
 @register("jsrt", options=JsrtOptions, layout=LAYOUT,
           summary="JSRT raw radiographs with SCR lung / heart / clavicle masks; Nodule from the file name")
 def read(root: Path, options: JsrtOptions) -> Records:
-    image_dir = root / IMAGE_DIR
+    image_dir = child(root, IMAGE_DIR)
     if not image_dir.is_dir():
         image_dir = root
     stems, rel_paths = [], []
-    for path in sorted(image_dir.iterdir()):
+    for path in list_dir(image_dir):  # OS artefacts (macOS ._JPCLN001.IMG) are not images
         if path.suffix.upper() != ".IMG":
             continue
         if not _NAME.match(path.stem):
@@ -154,7 +154,7 @@ def read(root: Path, options: JsrtOptions) -> Records:
     mask_rows: list[dict[str, object]] = []
     orphan_masks = 0
     for k, mask_root in sorted(folds.items()):
-        for folder in sorted(mask_root.iterdir()):
+        for folder in list_dir(mask_root):
             if not folder.is_dir():
                 continue
             label = SCR_STRUCTURES.get(folder.name.lower())
@@ -162,7 +162,7 @@ def read(root: Path, options: JsrtOptions) -> Records:
                 raise DatasetFormatError(
                     f"jsrt: {folder}: unknown SCR structure folder; expected one of {sorted(SCR_STRUCTURES)}"
                 )
-            for mask in sorted(folder.iterdir()):
+            for mask in list_dir(folder):
                 if mask.suffix.lower() not in (".gif", ".png", ".bmp"):
                     continue
                 stem = mask.stem.upper()
@@ -178,7 +178,7 @@ def read(root: Path, options: JsrtOptions) -> Records:
     clinical: dict[str, dict[str, object]] = {}
     clinical_files = _find_clinical(root)
     for path in clinical_files:
-        for line in path.read_text(errors="replace").splitlines():
+        for line in read_text_lines(path):
             parsed = parse_clinical_line(line)
             if parsed is not None:
                 clinical[parsed["image_id"]] = parsed

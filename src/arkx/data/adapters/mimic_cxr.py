@@ -1,4 +1,5 @@
-"""MIMIC-CXR-JPG 2.0.0 (PhysioNet), as downloaded.
+"""MIMIC-CXR-JPG 2.0.0 and 2.1.0 (PhysioNet), as downloaded (2.1.0 ships the same ``mimic-cxr-2.0.0-*``
+files plus ``mimic-cxr-2.1.0-test-set-labeled.csv``, which is not read).
 
 Expected folder::
 
@@ -13,7 +14,9 @@ Expected folder::
 Labels are per study (joined on subject_id + study_id) and raw (1/0/-1/blank). The label files list
 the observations alphabetically; the head uses the CheXpert order, and columns are picked BY NAME from
 the file header (never by position), so the value under "Edema" is the head output named "Edema".
-Studies without a label row keep all-NaN labels (counted in notes). Sex/age come from MIMIC-IV
+Studies without a label row keep all-NaN labels (counted in notes). ``ViewPosition`` and the patients
+table's ``gender`` / ``anchor_age`` are metadata (missing: one warning, "unknown"); with no view known
+at all the ``views`` filter cannot be applied and says so (set ``views: null``). Sex/age come from MIMIC-IV
 ``patients.csv.gz`` when ``patients_file`` is given (age = anchor_age + study year - anchor_year).
 """
 
@@ -26,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import filter_views, first_existing, images_frame, none_if_missing, normalise_sex, parse_label_columns, read_csv
+from ._common import (filter_views, first_existing, images_frame, none_if_missing, normalise_sex, optional_column,
+                      parse_label_columns, paths_in_base, read_csv)
 from .chexpert import CHEXPERT_LABELS
 from .registry import AdapterOptions, register
 
@@ -74,20 +78,26 @@ def _sex_age(options: MimicOptions, root: Path, meta: pd.DataFrame) -> tuple[lis
     path = path if path.is_absolute() else root / path
     if not path.is_file():
         raise DatasetFormatError(f"mimic_cxr: patients_file {path} (MIMIC-IV patients.csv.gz) not found")
-    pats = read_csv(path, "mimic_cxr", required=("subject_id", "gender", "anchor_age", "anchor_year"))
+    pats = read_csv(path, "mimic_cxr", required=("subject_id",))
     pats = pats.drop_duplicates("subject_id").set_index("subject_id")
     joined = pats.reindex(meta["subject_id"].astype(int))
-    age = joined["anchor_age"].to_numpy(dtype=float)
-    if "StudyDate" in meta.columns:  # de-identified dates share the anchor_year time frame
+    n = len(meta)
+    # sex / age are metadata: a column missing from the patients table -> one warning, unknown
+    gender = optional_column(joined, ("gender",), path, "mimic_cxr", "sex")
+    anchor_age = optional_column(joined, ("anchor_age",), path, "mimic_cxr", "age")
+    age = pd.to_numeric(anchor_age, errors="coerce").to_numpy(dtype=float) if anchor_age is not None \
+        else np.full(n, np.nan)
+    if "StudyDate" in meta.columns and "anchor_year" in joined.columns:  # dates share the anchor_year frame
         year = pd.to_numeric(meta["StudyDate"], errors="coerce").to_numpy(dtype=float) // 10000
-        age = np.where(np.isnan(year), age, age + year - joined["anchor_year"].to_numpy(dtype=float))
-    return normalise_sex(joined["gender"]), age
+        anchor_year = pd.to_numeric(joined["anchor_year"], errors="coerce").to_numpy(dtype=float)
+        age = np.where(np.isnan(year) | np.isnan(anchor_year), age, age + year - anchor_year)
+    return (normalise_sex(gender) if gender is not None else [None] * n), age
 
 
-@register("mimic_cxr", options=MimicOptions, layout=LAYOUT,
+@register("mimic_cxr", options=MimicOptions, layout=LAYOUT, default_uncertain="ones",  # METHOD.md
           summary="MIMIC-CXR-JPG 2.0.0: 14 CheXpert/NegBio labels per study (by name), official split")
 def read(root: Path, options: MimicOptions) -> Records:
-    meta_path, meta = _table(root, "metadata", ["dicom_id", *KEYS, "ViewPosition"])
+    meta_path, meta = _table(root, "metadata", ["dicom_id", *KEYS])
     split_path, split = _table(root, "split", ["dicom_id", *KEYS, "split"])
     label_name = f"{PREFIX}-{options.labeler}"
     label_path = first_existing(root, [f"{label_name}.csv.gz", f"{label_name}.csv"], "mimic_cxr")
@@ -114,12 +124,17 @@ def read(root: Path, options: MimicOptions) -> Records:
     labels = np.full((len(meta), len(CHEXPERT_LABELS)), np.nan, dtype=np.float32)
     labels[rows >= 0] = values[rows[rows >= 0]]
     subj, study = meta["subject_id"].astype(int).astype(str), meta["study_id"].astype(int).astype(str)
+    # the ids become the image path: it must stay inside the dataset folder
+    paths = paths_in_base(root, [f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(subj, study, meta["dicom_id"])],
+                          dataset="mimic_cxr", source=meta_path, column="dicom_id")
+    view_column = optional_column(meta, ("ViewPosition",), meta_path, "mimic_cxr", "view")
+    views = none_if_missing(view_column) if view_column is not None else [None] * len(meta)
     sex, age = _sex_age(options, root, meta)
     images = images_frame(
         image_id=meta["dicom_id"],
-        path=[f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(subj, study, meta["dicom_id"])],
+        path=paths,
         patient_id=subj, split=[split_of[d] for d in meta["dicom_id"]],
-        view=[v.upper() if isinstance(v, str) else v for v in none_if_missing(meta["ViewPosition"])], sex=sex, age=age,
+        view=[v.upper() if isinstance(v, str) else v for v in views], sex=sex, age=age,
     )
     notes: dict[str, object] = {
         "labeler": options.labeler, "label_file": label_path.name,

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import read_clinical_readings, scan_tb_images, images_frame, normalise_sex, parse_age, patient_split
+from ._common import (child, images_frame, list_dir, normalise_sex, parse_age, patient_split, read_clinical_readings,
+                      scan_tb_images)
 from .registry import AdapterOptions, register
 
 IMAGE_DIR = "CXR_png"
@@ -54,25 +55,30 @@ def parse_reading(text: str) -> tuple[str | None, float]:
 @register("montgomery", options=AdapterOptions, layout=LAYOUT,
           summary="Montgomery County TB set: Tuberculosis from the file name, left/right lung masks")
 def read(root: Path, options: AdapterOptions) -> Records:
-    stems, tb = scan_tb_images(root / IMAGE_DIR, _NAME, "montgomery", "MCUCXR_0001_0.png")
-    if not any((root / d).is_dir() for d in MASK_DIRS.values()):
+    image_dir = child(root, IMAGE_DIR)
+    stems, tb, files = scan_tb_images(image_dir, _NAME, "montgomery", "MCUCXR_0001_0.png")
+    mask_dirs = {label: child(root, d) for label, d in MASK_DIRS.items()}
+    if not any(d.is_dir() for d in mask_dirs.values()):
         raise DatasetFormatError(
             f"montgomery: expected mask folders {[str(root / d) for d in MASK_DIRS.values()]} (none found)"
         )
+    # one listing per mask folder, names matched case-insensitively (.png / .PNG), OS artefacts ignored
+    mask_files = {label: {p.name.lower(): p for p in list_dir(d)} if d.is_dir() else {}
+                  for label, d in mask_dirs.items()}
     mask_rows = []
     missing_masks = 0
     for stem in stems:
-        for label, folder in MASK_DIRS.items():
+        for label, files_in in mask_files.items():
             names = (f"{stem}.png", f"{stem}_mask.png")
-            hit = next((f"{folder}/{n}" for n in names if (root / folder / n).is_file()), None)
+            hit = next((files_in[n.lower()].relative_to(root).as_posix() for n in names if n.lower() in files_in), None)
             if hit is None:
                 missing_masks += 1
                 continue
             mask_rows.append({"image_id": stem, "label": label, "kind": "file", "path": hit})
-    sexes, ages, no_reading, unparsed = read_clinical_readings(root / READINGS_DIR, stems, parse_reading)
+    sexes, ages, no_reading, unparsed = read_clinical_readings(child(root, READINGS_DIR), stems, parse_reading)
     patients = [_NAME.match(s)[1] for s in stems]
     images = images_frame(
-        image_id=stems, path=[f"{IMAGE_DIR}/{s}.png" for s in stems], patient_id=patients,
+        image_id=stems, path=[f"{image_dir.relative_to(root).as_posix()}/{f}" for f in files], patient_id=patients,
         split=patient_split(patients, options.split_seed), view=["PA"] * len(stems), sex=sexes, age=ages,
     )
     notes = {"split": f"seeded patient-level 70/10/20, seed {options.split_seed}",

@@ -9,6 +9,11 @@ Expected folder::
         BBox_List_2017.csv            optional: Image Index,Finding Label,Bbox [x,y,w,h]
         images_001/images/00000001_000.png ... images_012/images/...   (or a flat images/)
 
+The sex column is ``Patient Sex`` in the file NIH distributes and ``Patient Gender`` in older copies
+(Kaggle, the TorchXRayVision wheel): both are read. Sex, age and view are metadata: a missing or empty
+column is one warning and "unknown". ``Image Index``, ``Finding Labels`` and ``Patient ID`` are required.
+Image folders and file names are matched case-insensitively (``Images_001/``, ``.PNG``).
+
 Labels: the 14 findings of ``Finding Labels`` (``|``-separated; ``No Finding`` = all 0), multilabel,
 never uncertain. Splits: ``test_list.txt`` = test; ``train_val_list.txt`` is divided into train/val by
 patient (seeded). Every metadata image must be in exactly one list and every listed image must be in
@@ -17,15 +22,15 @@ the metadata (otherwise a DatasetFormatError names it).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import (carve_validation, first_existing, images_frame, normalise_sex, parse_age, read_csv,
-                      require_file, validate_boxes)  # fmt: skip
+from ._common import (carve_validation, first_existing, images_frame, list_dir, none_if_missing, normalise_sex,
+                      optional_column, parse_age, paths_in_base, read_csv, read_text_lines, require_file,
+                      validate_boxes, walk_files)  # fmt: skip
 from .registry import AdapterOptions, register
 
 NIH14_LABELS = (
@@ -34,7 +39,12 @@ NIH14_LABELS = (
 )  # fmt: skip
 NO_FINDING = "No Finding"
 META_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
-META_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
+#: required (labels, ids); the metadata below is optional (missing -> warning, unknown)
+META_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
+#: the file NIH distributes names the sex column "Patient Sex"; older copies (Kaggle, TorchXRayVision) "Patient Gender"
+SEX_COLUMNS = ("Patient Sex", "Patient Gender")
+AGE_COLUMNS = ("Patient Age",)
+VIEW_COLUMNS = ("View Position",)
 #: BBox_List_2017.csv writes "Infiltrate" where Data_Entry writes "Infiltration"; boxes use the head's name
 BBOX_LABEL_TO_HEAD = {"Infiltrate": "Infiltration"}
 BBOX_COLUMNS = ("Image Index", "Finding Label", "Bbox [x", "y", "w", "h]")
@@ -76,17 +86,16 @@ def parse_data_entry(path: Path, dataset: str = "nih14") -> tuple[pd.DataFrame, 
 
 
 def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text_lines(path) if line.strip()]
 
 
 def _index_images(root: Path) -> dict[str, str]:
-    """File name -> path relative to root, for every file under the ``images*`` folders (one walk)."""
+    """Lower-cased file name -> path relative to root, for every file under the ``images*`` folders
+    (``Images_001/`` and ``.PNG`` match too; one walk; OS artefacts such as macOS ``._*`` ignored)."""
     found: dict[str, str] = {}
-    for top in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("images")):
-        for folder, _, files in os.walk(top):
-            rel = Path(folder).relative_to(root).as_posix()
-            for name in files:
-                found.setdefault(name, f"{rel}/{name}")
+    for top in (p for p in list_dir(root) if p.is_dir() and p.name.lower().startswith("images")):
+        for path in walk_files(top):
+            found.setdefault(path.name.lower(), path.relative_to(root).as_posix())
     return found
 
 
@@ -138,11 +147,17 @@ def read(root: Path, options: NIH14Options) -> Records:
     is_trainval = np.array([membership[n] == "trainval" for n in names])
     split = carve_validation(patients, is_trainval, options.split_seed, options.val_fraction)
     found = _index_images(root)
-    paths = [found.get(n, f"images/{n}") for n in names]
+    names_in = paths_in_base(root, names, dataset="nih14", source=meta_path, column="Image Index")
+    paths = [found.get(n.lower(), f"images/{n}") for n in names_in]
+    n_rows = len(frame)
+    views = optional_column(frame, VIEW_COLUMNS, meta_path, "nih14", "view")
+    sexes = optional_column(frame, SEX_COLUMNS, meta_path, "nih14", "sex")
+    ages = optional_column(frame, AGE_COLUMNS, meta_path, "nih14", "age")
     images = images_frame(
         image_id=[n.removesuffix(".png") for n in names], path=paths, patient_id=patients, split=split,
-        view=[str(v).strip().upper() for v in frame["View Position"]],
-        sex=normalise_sex(frame["Patient Gender"]), age=[parse_age(a) for a in frame["Patient Age"]],
+        view=none_if_missing(views.astype(object).str.upper()) if views is not None else [None] * n_rows,
+        sex=normalise_sex(sexes) if sexes is not None else [None] * n_rows,
+        age=[parse_age(a) for a in ages] if ages is not None else [np.nan] * n_rows,
     )
     bbox_path = root / "BBox_List_2017.csv"
     boxes = parse_bbox_list(bbox_path, known) if bbox_path.is_file() else None

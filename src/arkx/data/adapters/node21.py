@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import images_frame, patient_split, read_csv
+from ._common import child, images_frame, paths_in_base, patient_split, read_csv
 from .registry import AdapterOptions, register
 
 DATA_DIRS = ("cxr_images/proccessed_data", "cxr_images/processed_data", "proccessed_data", "processed_data", ".")
@@ -46,10 +46,10 @@ class NODE21Options(AdapterOptions):
           summary="NODE21: Nodule (image label) + nodule boxes; .mha images; seeded split")
 def read(root: Path, options: NODE21Options) -> Records:
     candidates = (options.data_dir,) if options.data_dir is not None else DATA_DIRS
-    folder = next((root / d for d in candidates if (root / d / "metadata.csv").is_file()), None)
+    folder = next((child(root, d) for d in candidates if child(root, f"{d}/metadata.csv").is_file()), None)
     if folder is None:
         raise DatasetFormatError(f"node21: expected metadata.csv in one of {[str(root / d) for d in candidates]}")
-    csv_path = folder / "metadata.csv"
+    csv_path = child(folder, "metadata.csv")
     frame = read_csv(csv_path, "node21", required=COLUMNS, dtype={"img_name": str})
     label = pd.to_numeric(frame["label"], errors="coerce")
     bad = ~label.isin([0, 1])
@@ -64,6 +64,7 @@ def read(root: Path, options: NODE21Options) -> Records:
         raise DatasetFormatError(f"node21: {csv_path} row {i + 2} ({frame['img_name'].iloc[i]}): label 1 needs a box "
                                  f"with width and height > 0, got {coords.iloc[i].tolist()}")
     names = frame["img_name"].astype(str).str.strip()
+    paths_in_base(folder / "images", names, dataset="node21", source=csv_path, column="img_name")  # stay inside
     order = list(dict.fromkeys(names))
     positive = set(names[pos])
     rel = folder.relative_to(root).as_posix()

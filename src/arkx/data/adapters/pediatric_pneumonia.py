@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import carve_validation, images_frame
+from ._common import carve_validation, child, images_frame, list_dir
 from .registry import AdapterOptions, register
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -73,10 +73,10 @@ def parse_name(stem: str) -> tuple[str, str] | None:
 
 
 def _base(root: Path) -> Path:
-    if (root / "train").is_dir() or (root / "test").is_dir():
+    if child(root, "train").is_dir() or child(root, "test").is_dir():
         return root
-    if (root / "chest_xray" / "train").is_dir():
-        return root / "chest_xray"
+    if child(root, "chest_xray/train").is_dir():
+        return child(root, "chest_xray")
     raise DatasetFormatError(
         f"pediatric_pneumonia: expected {root / 'train'} and {root / 'test'} with NORMAL/ and PNEUMONIA/ "
         f"(or a chest_xray/ folder holding them); not found")
@@ -87,18 +87,18 @@ def _base(root: Path) -> Path:
 def read(root: Path, options: PediatricOptions) -> Records:
     base = _base(root)
     for part in ("train", "test"):
-        if not (base / part).is_dir():
+        if not child(base, part).is_dir():
             raise DatasetFormatError(f"pediatric_pneumonia: expected folder {base / part} (not found)")
     rows = []  # (path relative to root, part, patient, kind, image id)
     skipped = 0
     for part in PARTS:
-        if not (base / part).is_dir():
+        if not child(base, part).is_dir():
             continue
         for cls in CLASS_DIRS:
-            folder = base / part / cls
+            folder = child(base, f"{part}/{cls}")
             if not folder.is_dir():
                 raise DatasetFormatError(f"pediatric_pneumonia: expected folder {folder} (not found)")
-            for path in sorted(folder.iterdir()):
+            for path in list_dir(folder):  # OS artefacts (macOS ._*, .DS_Store, Thumbs.db) are invisible
                 if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
                     skipped += 1
                     continue

@@ -1,7 +1,13 @@
 """The adapter registry: adapter name -> how to read that provider's folder.
 
 Adding a public dataset is one adapter module that decorates its ``read`` function with
-:func:`register`, plus one import line in ``arkx/data/adapters/__init__.py``.
+:func:`register`, plus one import line in ``arkx/data/adapters/__init__.py``. An adapter declares its
+default uncertain-label policy (``default_uncertain``); a config that leaves ``uncertain`` unset uses it.
+
+Conventions every adapter follows (shared helpers in ``_common``): provider files are read tolerantly
+(BOM, CRLF, header spaces, trailing commas, folder / extension case, OS artefacts ignored); metadata
+training does not need (sex, age, view) is optional with one warning; labels, ids and paths are strict;
+paths read from label files stay inside the dataset folder (``path_in_base``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ...errors import ArkxKeyError, ArkxValueError
 from ..records import DatasetFormatError, Records
 
 
@@ -24,6 +31,10 @@ class AdapterOptions(BaseModel):
     split_seed: int = 0
 
 
+#: the uncertain-label policies a dataset can default to (arkx.config.UncertainPolicy)
+UNCERTAIN_POLICIES = ("ones", "zeros", "ignore", "lsr-ones", "lsr-zeros")
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     name: str
@@ -31,18 +42,28 @@ class AdapterSpec:
     options: type[AdapterOptions]
     layout: str  # the folder the adapter expects, as a short human-readable listing
     summary: str
+    #: policy for uncertain (-1) labels when the config does not name one (METHOD.md: CheXpert LSR-ones,
+    #: MIMIC ones); harmless for datasets without uncertain labels
+    default_uncertain: str = "ones"
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
 
 
-def register(name: str, *, options: type[AdapterOptions] = AdapterOptions, layout: str, summary: str):
-    """Decorator: declare ``read(root: Path, options) -> Records`` as the adapter ``name``."""
+def register(name: str, *, options: type[AdapterOptions] = AdapterOptions, layout: str, summary: str,
+             default_uncertain: str = "ones"):
+    """Decorator: declare ``read(root: Path, options) -> Records`` as the adapter ``name``.
+
+    ``default_uncertain``: the uncertain-label policy used when a config leaves ``uncertain`` unset."""
+    if default_uncertain not in UNCERTAIN_POLICIES:
+        raise ValueError(f"adapter {name!r}: unknown default_uncertain {default_uncertain!r}; "
+                         f"expected one of {UNCERTAIN_POLICIES}")
 
     def wrap(read: Callable[..., Records]) -> Callable[..., Records]:
         if name in _REGISTRY:
             raise ValueError(f"adapter {name!r} registered twice")
-        _REGISTRY[name] = AdapterSpec(name=name, read=read, options=options, layout=layout, summary=summary)
+        _REGISTRY[name] = AdapterSpec(name=name, read=read, options=options, layout=layout, summary=summary,
+                                      default_uncertain=default_uncertain)
         return read
 
     return wrap
@@ -56,7 +77,12 @@ def get_adapter(name: str) -> AdapterSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown dataset type {name!r}; known types: {', '.join(adapter_names())}") from None
+        raise ArkxKeyError(f"unknown dataset type {name!r}; known types: {', '.join(adapter_names())}") from None
+
+
+def default_uncertain(name: str) -> str:
+    """The uncertain-label policy adapter ``name`` declares (what ``uncertain: null`` in a config means)."""
+    return get_adapter(name).default_uncertain
 
 
 def validate_options(name: str, options: dict[str, Any] | None) -> AdapterOptions:
@@ -66,7 +92,7 @@ def validate_options(name: str, options: dict[str, Any] | None) -> AdapterOption
         return spec.options(**(options or {}))
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"options of dataset type {name!r}: {problems}") from None
+        raise ArkxValueError(f"options of dataset type {name!r}: {problems}") from None
 
 
 def read_dataset(name: str, root: str | Path, **options: Any) -> Records:

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import show_value, images_frame, patient_split, read_csv, read_dicom_metadata, require_file, validate_boxes
+from ._common import (child, images_frame, paths_in_base, patient_split, read_csv, read_dicom_metadata, require_file,
+                      show_value, validate_boxes)
 from .registry import AdapterOptions, register
 
 #: head order of the 3-class task (as Ark+ does)
@@ -107,10 +108,14 @@ def read(root: Path, options: RSNAOptions) -> Records:
     labels_path = require_file(root, LABELS_FILE, "rsna")
     class_path = require_file(root, CLASS_FILE, "rsna")
     sizes = None
+    image_dir = child(root, IMAGE_DIR).relative_to(root).as_posix()
+    # the patientId becomes the image path: it must stay inside the image folder (checked on every row)
+    pid_column = read_csv(labels_path, "rsna", required=("patientId",), dtype={"patientId": str})["patientId"]
+    paths_in_base(root / image_dir, [f"{p}.dcm" for p in pid_column], dataset="rsna", source=labels_path,
+                  column="patientId")
     if options.read_dicom_metadata:  # header only: sex / age / view, and Rows/Columns to check boxes against
-        pids = read_csv(labels_path, "rsna", required=("patientId",), dtype={"patientId": str})["patientId"]
-        pids = list(dict.fromkeys(pids))
-        meta_rows, unreadable = read_dicom_metadata([root / f"{IMAGE_DIR}/{pid}.dcm" for pid in pids])
+        pids = list(dict.fromkeys(pid_column))
+        meta_rows, unreadable = read_dicom_metadata([root / f"{image_dir}/{pid}.dcm" for pid in pids])
         meta_of = dict(zip(pids, meta_rows))
         sizes = {pid: (m["height"], m["width"]) for pid, m in meta_of.items() if "height" in m}
     patients, boxes = parse_train_labels(labels_path, image_sizes=sizes)
@@ -133,7 +138,7 @@ def read(root: Path, options: RSNAOptions) -> Records:
     else:
         task = Task("rsna", "multilabel", ("Lung Opacity",))
         labels = patients[["Target"]].to_numpy(dtype=np.float32)
-    paths = [f"{IMAGE_DIR}/{pid}.dcm" for pid in ids]
+    paths = [f"{image_dir}/{pid}.dcm" for pid in ids]
     notes: dict[str, object] = {"split": f"seeded patient-level 70/10/20, seed {options.split_seed}",
                                 "task": options.task, "boxes": len(boxes)}
     notes["boxes_outside_image"] = boxes.attrs.get("outside_image", 0)

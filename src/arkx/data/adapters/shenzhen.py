@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import DatasetFormatError, Records, Task
-from ._common import read_clinical_readings, scan_tb_images, images_frame, patient_split
+from ..records import Records, Task
+from ._common import child, read_clinical_readings, scan_tb_images, images_frame, patient_split
 from .registry import AdapterOptions, register
 
 IMAGE_DIR = "CXR_png"
@@ -62,11 +62,12 @@ def _parse_reading_file(text: str) -> tuple[str | None, float]:
 @register("shenzhen", options=AdapterOptions, layout=LAYOUT,
           summary="Shenzhen TB set: Tuberculosis from the file name; sex/age from ClinicalReadings")
 def read(root: Path, options: AdapterOptions) -> Records:
-    stems, tb = scan_tb_images(root / IMAGE_DIR, _NAME, "shenzhen", "CHNCXR_0001_0.png")
-    sexes, ages, no_reading, unparsed = read_clinical_readings(root / READINGS_DIR, stems, _parse_reading_file)
+    image_dir = child(root, IMAGE_DIR)
+    stems, tb, files = scan_tb_images(image_dir, _NAME, "shenzhen", "CHNCXR_0001_0.png")
+    sexes, ages, no_reading, unparsed = read_clinical_readings(child(root, READINGS_DIR), stems, _parse_reading_file)
     patients = [_NAME.match(s)[1] for s in stems]
     images = images_frame(
-        image_id=stems, path=[f"{IMAGE_DIR}/{s}.png" for s in stems], patient_id=patients,
+        image_id=stems, path=[f"{image_dir.relative_to(root).as_posix()}/{f}" for f in files], patient_id=patients,
         split=patient_split(patients, options.split_seed), view=[None] * len(stems), sex=sexes, age=ages,
     )
     notes = {"split": f"seeded patient-level 70/10/20, seed {options.split_seed}",

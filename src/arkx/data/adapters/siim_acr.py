@@ -24,7 +24,6 @@ patient-level split.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Literal, Sequence
@@ -34,7 +33,7 @@ import pandas as pd
 
 from .. import masks as M
 from ..records import DatasetFormatError, Records, Task
-from ._common import first_existing, images_frame, normalise_sex, parse_age, patient_split, read_csv
+from ._common import child, first_existing, images_frame, normalise_sex, parse_age, patient_split, read_csv, walk_files
 from .registry import AdapterOptions, register
 
 LABEL_FILES = ("train-rle.csv", "stage_2_train.csv")
@@ -100,21 +99,19 @@ def index_files(root: Path, folder: Path, suffixes: Sequence[str], dataset: str,
     dup = 0
     if not folder.is_dir():
         raise DatasetFormatError(f"{dataset}: expected image folder {folder} (not found)")
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            low = name.lower()
-            hit = next((s for s in suffixes if low.endswith(s)), None)
-            if hit is not None:
-                key = name[: len(name) - len(hit)]
-            elif uid_names and _UID.fullmatch(name):
-                key = name
-            else:
-                continue
-            if key in index:
-                dup += 1
-                continue
-            index[key] = Path(dirpath, name).relative_to(root).as_posix()
+    for path in walk_files(folder):  # OS artefacts (macOS ._*.dcm, Thumbs.db) are not images
+        name, low = path.name, path.name.lower()
+        hit = next((s for s in suffixes if low.endswith(s)), None)
+        if hit is not None:
+            key = name[: len(name) - len(hit)]
+        elif uid_names and _UID.fullmatch(name):
+            key = name
+        else:
+            continue
+        if key in index:
+            dup += 1
+            continue
+        index[key] = path.relative_to(root).as_posix()
     return index, dup
 
 
@@ -242,7 +239,7 @@ def read(root: Path, options: SIIMOptions) -> Records:
     if options.images_dir is not None:
         folder = root / options.images_dir
     else:
-        folder = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), root)
+        folder = next((child(root, d) for d in IMAGE_DIRS if child(root, d).is_dir()), root)
     index, dup = index_files(root, folder, (".dcm",), "siim_acr")
     notes: dict[str, object] = {"label_file": csv_path.name, "label_rows": len(frame),
                                 "image_folder": folder.relative_to(root).as_posix() or "."}

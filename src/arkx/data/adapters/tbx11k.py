@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, images_frame
+from ._common import _stable_unit_interval, child, images_frame, paths_in_base, read_text_lines
 from .generic_coco import BOX_COLUMNS, coco_parts, load_coco
 from .registry import AdapterOptions, register
 
@@ -57,12 +57,16 @@ class TBX11KOptions(AdapterOptions):
 
 
 def _test_images(root: Path) -> list[str]:
+    """The official test images (file names relative to imgs/, checked to stay inside it)."""
     js = root / JSON_DIR / "all_test.json"
     if js.is_file():
-        return [str(im["file_name"]) for im in load_coco(js, "tbx11k")["images"]]
+        return paths_in_base(root / IMAGE_DIR, [str(im["file_name"]) for im in load_coco(js, "tbx11k")["images"]],
+                             dataset="tbx11k", source=js, column="file_name", first_row=0, unit="images[]")
     lst = root / "lists" / "all_test.txt"
     if lst.is_file():
-        return [line.split()[0] for line in lst.read_text().splitlines() if line.strip()]
+        names = [line.split()[0] for line in read_text_lines(lst) if line.strip()]
+        return paths_in_base(root / IMAGE_DIR, names, dataset="tbx11k", source=lst, column="file name",
+                             first_row=1, unit="entry")
     return []
 
 
@@ -71,7 +75,7 @@ def _test_images(root: Path) -> list[str]:
 def read(root: Path, options: TBX11KOptions) -> Records:
     parts = {}
     for part in ("train", "val"):
-        path = root / JSON_DIR / f"{options.annotations}_{part}.json"
+        path = child(root, f"{JSON_DIR}/{options.annotations}_{part}.json")
         if not path.is_file():
             raise DatasetFormatError(f"tbx11k: expected file {path} (not found)")
         parts[part] = path
@@ -82,7 +86,7 @@ def read(root: Path, options: TBX11KOptions) -> Records:
         unknown = {c["name"] for c in data["categories"]} - set(TB_CATEGORIES)
         if unknown:
             raise DatasetFormatError(f"tbx11k: {path} has categories {sorted(unknown)}; expected {TB_CATEGORIES}")
-        im, bx, _, ct = coco_parts(data, path, "tbx11k", target[part], IMAGE_DIR, masks=False)
+        im, bx, _, ct = coco_parts(data, path, "tbx11k", target[part], IMAGE_DIR, masks=False, root=root)
         images += im
         boxes += bx
         cats.update(ct)

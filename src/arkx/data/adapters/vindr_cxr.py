@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import (carve_validation, images_frame, parse_label_columns, read_csv, read_dicom_metadata,
+from ._common import (carve_validation, child, images_frame, parse_label_columns, paths_in_base, read_csv,
+                      read_dicom_metadata,
                       require_file, resolve_columns, validate_boxes)  # fmt: skip
 from .registry import AdapterOptions, register
 
@@ -106,6 +107,9 @@ def read(root: Path, options: VinDrOptions) -> Records:
     for part in ("train", "test"):
         path = require_file(root, f"annotations/image_labels_{part}.csv", "vindr_cxr")
         frame = read_csv(path, "vindr_cxr", required=("image_id",), dtype={"image_id": str})
+        # the image id becomes the path <part>/<id>.dicom: it must stay inside that folder
+        paths_in_base(child(root, part), [f"{i}.dicom" for i in frame["image_id"]], dataset="vindr_cxr", source=path,
+                      column="image_id")
         cols = resolve_columns(frame.columns, wanted, LABEL_ALIASES, path, "vindr_cxr")
         votes = parse_label_columns(frame, cols, path, "vindr_cxr", allowed=(0.0, 1.0))
         reader_col = next((c for c in READER_COLUMNS if c in frame.columns), None)
@@ -124,13 +128,14 @@ def read(root: Path, options: VinDrOptions) -> Records:
         ids += [(i, part) for i in part_ids]
         blocks.append(labels)
         trainval.append(np.full(len(part_ids), part == "train"))
-        ann = root / f"annotations/annotations_{part}.csv"
+        ann = child(root, f"annotations/annotations_{part}.csv")
         if ann.is_file():
             box_frames.append((ann, set(part_ids)))
     labels = np.concatenate(blocks)
     image_ids = [i for i, _ in ids]
     split = carve_validation(image_ids, np.concatenate(trainval), options.split_seed, options.val_fraction)
-    paths = [f"{part}/{i}.dicom" for i, part in ids]
+    folders = {part: child(root, part).name for part in ("train", "test")}  # "train/" or "Train/"
+    paths = [f"{folders[part]}/{i}.dicom" for i, part in ids]
     notes: dict[str, object] = {
         "labels": options.labels,
         "reader_aggregation": f"{options.reader_aggregation} of the 3 training readers (test labels are the consensus)",

@@ -16,8 +16,11 @@ the split JSON is column-oriented, ``{"img": {"0": "data/train/img/VinDr_RibCXR_
 is a path whose first folder may be spelled ``data`` while the disk has ``Data`` (we match the file name
 inside the split's ``img/``), and each rib is a list of ``{"x", "y"}`` points in pixels of the PNG.
 ``R1..R10`` are the patient's right ribs (image left) numbered from the top, ``L1..L10`` the left ones.
-Uncertain (not verified on the files): whether every image has all 20 ribs (missing / empty ones are
-skipped and counted), whether points may come as ``[x, y]`` pairs (accepted), and the name of the JSON
+An absent rib is written as the string ``"None"`` (the authors' loader tests ``pts != 'None'``); it,
+a null and an empty list all give no mask for that rib (counted). ``Data/`` or ``data/``, ``img/`` and the
+JSON names are matched case-insensitively; OS artefacts (macOS ``._*``) are ignored.
+Uncertain (not verified on the files): whether every image has all 20 ribs, whether points may come
+as ``[x, y]`` pairs (accepted), and the name of the JSON
 (any ``*.json`` in the split folder or its ``Annotations/`` is read; a per-image JSON holding the rib
 keys, with an optional ``img``, is accepted too, its image named by ``img`` or by the JSON's stem).
 
@@ -38,7 +41,7 @@ import pandas as pd
 from PIL import Image
 
 from ..records import DatasetFormatError, Records
-from ._common import carve_validation, images_frame
+from ._common import carve_validation, child, images_frame, list_dir
 from .registry import AdapterOptions, register
 
 RIB_LABELS = tuple(f"R{i}" for i in range(1, 11)) + tuple(f"L{i}" for i in range(1, 11))
@@ -52,15 +55,18 @@ LAYOUT = """\
 
 
 def _data_dir(root: Path) -> Path:
-    for name in ("Data", "data"):
-        if (root / name).is_dir():
-            return root / name
-    return root
+    data = child(root, "Data")  # "Data/" as distributed, "data/" in the JSON's paths: any case
+    return data if data.is_dir() else root
 
 
 def _points(value: object, where: str) -> list[float] | None:
-    """A rib's point list -> flat [x0, y0, x1, y1, ...]; None for missing / empty."""
+    """A rib's point list -> flat [x0, y0, x1, y1, ...]; None for missing / empty.
+
+    The provider marks an absent rib with the *string* ``"None"`` (their loader tests ``pts != 'None'``):
+    that rib has no mask, like a null or an empty list."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "nan", ""):
         return None
     if not isinstance(value, list):
         raise DatasetFormatError(f"vindr_ribcxr: {where}: expected a list of points, got {type(value).__name__}")
@@ -79,7 +85,7 @@ def _points(value: object, where: str) -> list[float] | None:
 def _entries(path: Path) -> list[tuple[str | None, dict[str, object]]]:
     """(image reference or None, {rib: points}) for each image described by one JSON file."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is tolerated
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetFormatError(f"vindr_ribcxr: cannot parse {path}: {err}") from None
     if isinstance(data, list):  # records orientation
@@ -100,7 +106,7 @@ def _entries(path: Path) -> list[tuple[str | None, dict[str, object]]]:
           summary="VinDr-RibCXR: 20 rib polygons (R1-R10, L1-L10) per image, official train/val")
 def read(root: Path, options: AdapterOptions) -> Records:
     data = _data_dir(root)
-    splits = [s for s in ("train", "val", "test") if (data / s).is_dir()]
+    splits = [s for s in ("train", "val", "test") if child(data, s).is_dir()]
     if not splits:
         raise DatasetFormatError(f"vindr_ribcxr: expected folders {data / 'train'} and {data / 'val'} (not found)")
     rows: list[dict[str, object]] = []
@@ -108,11 +114,14 @@ def read(root: Path, options: AdapterOptions) -> Records:
     seen: set[str] = set()
     empty_ribs = unannotated = 0
     for split in splits:
-        sdir = data / split
-        img_dir = sdir / "img" if (sdir / "img").is_dir() else sdir
-        by_name = {p.name: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+        sdir = child(data, split)
+        img_dir = child(sdir, "img") if child(sdir, "img").is_dir() else sdir
+        # OS artefacts (macOS ._*.png / ._*.json, Thumbs.db) are neither images nor annotations
+        by_name = {p.name: p for p in list_dir(img_dir) if p.suffix.lower() in IMAGE_EXTS}
         by_stem = {p.stem: p for p in by_name.values()}
-        jsons = sorted(sdir.glob("*.json")) + sorted((sdir / "Annotations").glob("*.json"))
+        ann_dir = child(sdir, "Annotations")
+        jsons = [p for folder in (sdir, ann_dir) if folder.is_dir()
+                 for p in list_dir(folder) if p.suffix.lower() == ".json" and p.is_file()]
         if not jsons:
             raise DatasetFormatError(f"vindr_ribcxr: no annotation JSON in {sdir} or {sdir / 'Annotations'}")
         annotated: set[str] = set()

@@ -26,6 +26,8 @@ import json
 import shutil
 import zlib
 from pathlib import Path
+
+from ...errors import ArkxValueError
 from typing import Iterable
 
 import numpy as np
@@ -62,11 +64,11 @@ def synthesize(
     names = SYNTH_DATASETS if datasets is None else tuple(datasets)
     unknown = [d for d in names if d not in WRITERS]
     if unknown:
-        raise ValueError(f"unknown synthetic dataset(s) {unknown}; known: {', '.join(sorted(WRITERS))}")
+        raise ArkxValueError(f"unknown synthetic dataset(s) {unknown}; known: {', '.join(sorted(WRITERS))}")
     if int(n) < 10 or int(size) < 32:
-        raise ValueError(f"need n >= 10 (every official split non-empty) and size >= 32 (got n={n}, size={size})")
+        raise ArkxValueError(f"need n >= 10 (every official split non-empty) and size >= 32 (got n={n}, size={size})")
     if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0 (got {seed})")
+        raise ArkxValueError(f"seed must be >= 0 (got {seed})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roots: dict[str, Path] = {}

@@ -99,8 +99,6 @@ VINDR_TEST_COLUMNS = ("image_id",) + VINDR_TEST_LABELS
 VINDR_ANNOTATION_TRAIN_COLUMNS = ("image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max")
 VINDR_ANNOTATION_TEST_COLUMNS = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
 
-SHENZHEN_LABELS = ("Tuberculosis",)
-
 #: dataset label -> finding concept(s) drawn for a positive (a tuple: one of them, chosen per case).
 #: "No finding" labels draw nothing. The same concept is drawn by the same code in every dataset.
 LABEL_CONCEPTS: dict[str, dict[str, tuple[str, ...]]] = {
