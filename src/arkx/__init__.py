@@ -16,6 +16,11 @@ _API = {
     "load_released": "arkx.models.released", "export_timm": "arkx.models.export", "model_info": "arkx.models.export",
     "embed": "arkx.transfer", "probe": "arkx.transfer", "load_embeddings": "arkx.transfer",
     "EmbeddingTable": "arkx.transfer", "ProbeResult": "arkx.transfer",
+    "predict": "arkx.transfer.predict", "HeadModule": "arkx.transfer.predict",
+    "zeroshot": "arkx.transfer.zeroshot", "ZeroShotResult": "arkx.transfer.zeroshot",
+    "ImageDataset": "arkx.data.dataset", "load_image": "arkx.data.dataset", "preprocess": "arkx.data.dataset",
+    "collate": "arkx.data.dataset",
+    "finetune": "arkx.transfer.finetune", "FinetuneResult": "arkx.transfer.finetune",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -113,18 +113,28 @@ def pretrain(config: ArkConfig | str | Path | dict, *, overrides: list[str] | No
     a change of the datasets (records or image files) since the last checkpoint is refused unless
     ``accept_data_change=True``; a change of the config always is. Ctrl-C raises
     :class:`arkx.errors.RunInterrupted` saying how to resume.
+
+    Incremental pretraining (Ark+): list the old run's datasets plus new ones and set ``model.init_from``
+    to the old run; its weights start the new run (at step 0 only, never again on resume), see
+    :func:`_initial_weights`.
     """
     cfg = with_absolute_paths(as_config(config, overrides))
     _check_before_work(cfg)
     records = _read_records(cfg)
     out = Path(cfg.run.out)
+    # incremental pretraining: the old run's weights, checked against the new heads before any work
+    start_from = None
+    if cfg.model.init_from is not None and not resume and not (out / "checkpoints" / LAST).exists():
+        start_from = _initial_weights(cfg, records)
     _make_folder(out, "run.out")
     with RunLock(out), run_log(out):
-        return _pretrain_locked(cfg, records, out, resume, progress, stop_after_steps, accept_data_change)
+        return _pretrain_locked(cfg, records, out, resume, progress, stop_after_steps, accept_data_change,
+                                start_from)
 
 
 def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, resume: bool, progress: bool,
-                     stop_after_steps: int | None, accept_data_change: bool) -> RunSummary:
+                     stop_after_steps: int | None, accept_data_change: bool,
+                     start_from: dict[str, ArkModel] | None = None) -> RunSummary:
     last = out / "checkpoints" / LAST
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run (checkpoints/{LAST}); resume it with `arkx pretrain --resume "
@@ -162,6 +172,8 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
     student = build_model(cfg.model, heads_for(datasets))
     engine = Engine(cfg, datasets, student, out, progress=progress)
     start = engine.restore(out / "checkpoints") if resume else 0
+    if start_from is not None:  # step 0 of a new run only: a resume restores its own checkpoint instead
+        _apply_initial_weights(engine, start_from, cfg.model.init_from)
     log.info("%s %s at step %d of %d (datasets: %s)", "resuming" if resume else "starting", out, start,
              len(engine.schedule), ", ".join(f"{n} {len(ds.records)} images" for n, ds in datasets.items()))
     prior_seconds = float(previous.get("train_seconds", 0.0))
@@ -183,6 +195,90 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
         export_model(engine.student, cfg, out / "student.safetensors")
     _write_summary(out, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------- incremental pretraining
+def _initial_weights(cfg: ArkConfig, records: dict[str, Records]) -> dict[str, ArkModel]:
+    """``{"student": model, "teacher": model}`` of ``model.init_from``, checked to fit the new run.
+
+    A run folder (finished or in progress) or its ``checkpoints/last.pt`` gives its student and its teacher,
+    so the new run continues both where the old one left them (as cyclic training would have with one more
+    dataset); a single ``.safetensors`` export (e.g. the released teacher) starts both from that file."""
+    source = Path(cfg.model.init_from)
+    if not source.exists():
+        raise ConfigError(f"invalid config: model.init_from: {source} not found")
+    if source.is_dir() and not any((source / f).is_file() for f in ("teacher.safetensors", f"checkpoints/{LAST}")):
+        raise ConfigError(f"invalid config: model.init_from: {source} is not an arkx run folder "
+                          f"(no teacher.safetensors, no checkpoints/{LAST})")
+    if source.is_dir() or source.suffix == ".pt":
+        models = {which: load_model(source, which) for which in ("student", "teacher")}
+    else:
+        model = load_model(source)
+        models = {"student": model, "teacher": model}
+    new_heads = heads_for(records)
+    for which, model in models.items():
+        _check_heads_fit(model, new_heads, source)
+        _check_trunk_fits(model, cfg, source)
+    return models
+
+
+def _check_heads_fit(old: ArkModel, new_heads: list[HeadSpec], source: Path) -> None:
+    """A head kept from the old run must predict the same labels in the same order (its weights are per label)."""
+    for spec in new_heads:
+        was = old.head_specs.get(spec.name)
+        if was is None:
+            continue
+        if was.kind != spec.kind or tuple(was.label_names) != tuple(spec.label_names):
+            raise ConfigError(f"model.init_from: head {spec.name!r} of {source} predicts {was.kind} "
+                              f"{list(was.label_names)}, but the dataset now has {spec.kind} "
+                              f"{list(spec.label_names)}; give the dataset another name (datasets[].name) "
+                              "to train a new head")
+
+
+def _trunk(state: dict) -> dict:
+    """The backbone and projector entries of a state dict (everything but the heads)."""
+    return {k: v for k, v in state.items() if not k.startswith("heads.")}
+
+
+def _check_trunk_fits(old: ArkModel, cfg: ArkConfig, source: Path) -> None:
+    """The new run's backbone and projector (built on the meta device: no memory) must have the old keys and shapes."""
+    from .models.backbones import format_key_mismatch
+
+    model_cfg = cfg.model.model_copy(update={"checkpoint": None})
+    try:
+        with torch.device("meta"):
+            own = _trunk(build_model(model_cfg, []).state_dict())
+    except Exception:  # noqa: BLE001 - a backbone that cannot be built on meta is built for real
+        own = _trunk(build_model(model_cfg, []).state_dict())
+    state = _trunk(old.state_dict())
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise ConfigError("model.init_from: " + format_key_mismatch(str(source), missing, unexpected, mismatched,
+                                                                     own, state))
+
+
+@torch.no_grad()
+def _apply_initial_weights(engine: Engine, start_from: dict[str, ArkModel], source: Path) -> None:
+    """Load the old run's backbone, projector and same-named heads into the student and the teacher.
+
+    A new head keeps the student's seeded initialisation and the teacher gets an exact copy of it (as
+    the teacher of a new run starts as a copy of the student); from then on the EMA moves it."""
+    new_names = [n for n in engine.student.heads if n not in start_from["student"].heads]
+    for which, target in (("student", engine.student), ("teacher", engine.teacher)):
+        old = start_from[which]
+        state = _trunk(old.state_dict())
+        state.update({f"heads.{n}.{k}": v for n in target.heads if n in old.heads
+                      for k, v in old.heads[n].state_dict().items()})
+        # the student's new heads keep their seeded initialisation; the teacher's become copies of them
+        state.update({f"heads.{n}.{k}": v.clone() for n in new_names
+                      for k, v in engine.student.heads[n].state_dict().items()})
+        target.load_state_dict(state, strict=True)
+    dropped = [n for n in start_from["student"].heads if n not in engine.student.heads]
+    log.info("initialised from %s: heads %s loaded, new heads %s%s", source,
+             [n for n in engine.student.heads if n not in new_names] or "none", new_names or "none",
+             f", heads not configured any more (left out): {dropped}" if dropped else "")
 
 
 def _interrupted_message(out: Path, last: Path) -> str:

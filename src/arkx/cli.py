@@ -144,6 +144,62 @@ def _add_probe(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="per-label CSV (a .summary.csv is written beside it)")
 
 
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a model (or train from scratch) on one dataset's labels",
+                       description="A new head for the dataset on the initial model's features, trained on train, "
+                                   "early-stopped on val mean AUC, the best epoch scored once on test. Writes "
+                                   "metrics.csv, finetune.yaml and best.safetensors to --out.",
+                       **_examples("arkx finetune --init run:runs/ark6 --type shenzhen --root data/shenzhen "
+                                   "--out ft/ark6-full",
+                                   "arkx finetune --init timm:swin_base.safetensors --type shenzhen --root "
+                                   "data/shenzhen --out ft/imagenet-head --mode head",
+                                   "arkx finetune --init scratch --backbone swin_base_patch4_window7_224 --type "
+                                   "shenzhen --root data/shenzhen --out ft/scratch"))
+    p.add_argument("--init", required=True, help="run:DIR (or an arkx export), released:FILE (authors' Ark), "
+                                                 "timm:FILE (backbone weights) or scratch")
+    p.add_argument("--type", required=True, dest="type_", help="dataset adapter")
+    p.add_argument("--root", required=True, type=Path, help="dataset folder")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--mode", choices=("full", "head"), default="full", help="train everything, or the new head only")
+    p.add_argument("--features", choices=("projector", "backbone"), default="projector",
+                   help="what the new head reads")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None, help="default: the initial model's input size")
+    p.add_argument("--cache-size", type=int, default=None, help="default: image size x 8/7 (a run's: its own)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: the run's cache, else OUT/cache")
+    p.add_argument("--patience", type=int, default=5,
+                   help="epochs without a better val AUC before stopping (0: never stop early)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--uncertain", choices=("ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"), default=None,
+                   help="uncertain (-1) label policy (default: the adapter's)")
+    p.add_argument("--backbone", default="swin_base_patch4_window7_224", help="timm model for timm: and scratch")
+    p.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="timm.create_model keyword for timm: and scratch")
+    p.add_argument("--workers", type=int, default=0)
+
+
+def _cmd_finetune(args) -> int:
+    from .transfer.finetune import finetune
+
+    result = finetune(args.init, args.type_, args.root, out=args.out, mode=args.mode,
+                      options=_parse_options(args.option), features=args.features, epochs=args.epochs,
+                      optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size, image_size=args.image_size,
+                      cache_size=args.cache_size, cache_dir=args.cache_dir, patience=args.patience or None,
+                      seed=args.seed, device=args.device, uncertain=args.uncertain, backbone=args.backbone,
+                      backbone_kwargs=_parse_options(args.backbone_option), workers=args.workers,
+                      progress=not args.quiet)
+    per_label = ", ".join(f"{name} {auc:.4f}" for name, auc in result.test_per_label.items())
+    print(f"best epoch {result.best_epoch} of {result.epochs_run} (val mean AUC {result.best_val_auc:.4f}); "
+          f"test mean AUC {result.test_auc:.4f} ({per_label})")
+    print(f"-> {result.best_path}, {result.metrics_path.name}, {result.settings_path.name}")
+    return 0
+
+
 def _cmd_embed(args) -> int:
     from .transfer import embed
 
@@ -168,6 +224,79 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="per-head probabilities for images (CSV/JSON), optional Grad-CAM heatmaps",
+                       description="Read images (DICOM, PNG, JPEG, MetaImage) exactly as training reads them and print "
+                                   "or write each head's probabilities with label names (sigmoid for multilabel heads, "
+                                   "softmax for multiclass). --cam writes a Grad-CAM heatmap PNG per finding at or "
+                                   "above --cam-threshold (needs pip install grad-cam).",
+                       **_examples("arkx predict runs/ark6 chest.dcm",
+                                   "arkx predict runs/ark6/teacher.safetensors scans/ --heads chexpert --out preds.csv "
+                                   "--cam heatmaps/"))
+    p.add_argument("model", type=Path, help="run folder, .safetensors export or checkpoints/last.pt")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE|FOLDER", help="image files or folders (recursive)")
+    p.add_argument("--heads", nargs="+", default=None, help="heads to report (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="output .csv or .json (default: CSV on stdout)")
+    p.add_argument("--cam", type=Path, default=None, metavar="DIR", help="write Grad-CAM heatmap PNGs there")
+    p.add_argument("--cam-threshold", type=float, default=0.5, help="probability at or above which a heatmap is made")
+    p.add_argument("--which", choices=("teacher", "student"), default="teacher")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _cmd_predict(args) -> int:
+    from .transfer.predict import predict
+
+    table = predict(args.model, args.inputs, heads=args.heads, which=args.which, cam_dir=args.cam,
+                    cam_threshold=args.cam_threshold, batch_size=args.batch_size, device=args.device,
+                    out=args.out, progress=not args.quiet)
+    if args.out is None:
+        print(table.to_csv(index=False), end="")
+    else:
+        images = table["image"].nunique()
+        cams = int((table["cam"] != "").sum()) if "cam" in table else 0
+        print(f"{images} image(s), {len(table)} probabilities -> {args.out}"
+              + (f"; {cams} heatmap(s) -> {args.cam}" if args.cam is not None else ""))
+    return 0
+
+
+def _add_zeroshot(sub) -> None:
+    p = sub.add_parser("zeroshot", help="apply a pretrained head to a dataset through a label map (no training)",
+                       description="Zero-shot transfer: score a target dataset's labels with a pretrained head's "
+                                   "mapped labels (sigmoid, or softmax for a multiclass head) and report AUROC per "
+                                   "label. Images are read as training reads them.",
+                       **_examples("arkx zeroshot runs/ark6 --head chexpert --type nih14 --root data/nih14 "
+                                   "--out zs.csv",
+                                   "arkx zeroshot runs/ark6 --head chexpert --type vindr_cxr --root data/vindr "
+                                   "--map my_map.yaml --split test"))
+    p.add_argument("model", type=Path, help="run folder, .safetensors export or checkpoints/last.pt")
+    p.add_argument("--head", required=True, help="the pretrained head to apply (e.g. chexpert)")
+    p.add_argument("--type", required=True, dest="type_", help="target dataset adapter")
+    p.add_argument("--root", required=True, type=Path, help="target dataset folder")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--map", default=None, dest="label_map",
+                   help="shipped map name or YAML file {target label: head label} (default: <head>_to_<type>)")
+    p.add_argument("--split", nargs="+", choices=("train", "val", "test"), default=["test"])
+    p.add_argument("--out", type=Path, default=None, help="per-label CSV")
+    p.add_argument("--which", choices=("teacher", "student"), default="teacher")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="cache root (default: the run's cache, else a cache folder beside --out)")
+
+
+def _cmd_zeroshot(args) -> int:
+    from .transfer.zeroshot import zeroshot
+
+    result = zeroshot(args.model, args.head, args.type_, args.root, label_map=args.label_map, splits=args.split,
+                      options=_parse_options(args.option), which=args.which, batch_size=args.batch_size,
+                      device=args.device, cache_dir=args.cache_dir, out=args.out, progress=not args.quiet)
+    print(result.format_table())
+    if args.out is not None:
+        print(f"per-label AUCs -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arkx", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_demo, _add_pretrain, _add_prepare, _add_datasets, _add_cache,
-                _add_embed, _add_probe, _add_info, _add_export):
+                _add_embed, _add_probe, _add_info, _add_export, _add_zeroshot,
+                _add_predict, _add_finetune):
         add(sub)
     return parser
 
@@ -390,7 +520,9 @@ def _cmd_export(args) -> int:
 
 COMMANDS = {"synth": _cmd_synth, "demo": _cmd_demo, "pretrain": _cmd_pretrain, "prepare": _cmd_prepare,
             "datasets": _cmd_datasets, "cache": _cmd_cache,
-            "embed": _cmd_embed, "probe": _cmd_probe, "info": _cmd_info, "export": _cmd_export}
+            "embed": _cmd_embed, "probe": _cmd_probe, "info": _cmd_info, "export": _cmd_export,
+            "zeroshot": _cmd_zeroshot, "predict": _cmd_predict,
+            "finetune": _cmd_finetune}
 
 
 def _configure_logging(quiet: bool) -> None:

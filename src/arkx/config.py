@@ -169,6 +169,17 @@ class ModelConfig(_Strict):
     checkpoint_resize: bool = False
     projector: Literal["linear", "mlp", "none"] = "linear"  # Ark+: linear; MICCAI Ark-6: mlp
     projector_dim: int = Field(default=1376, ge=1)  # matches Google CXR-FM's embedding size
+    # incremental pretraining (Ark+): a finished or in-progress arkx run folder (or its teacher/student
+    # .safetensors) whose student and teacher weights start this run; heads of the same name must have the
+    # same labels and are loaded, new heads start fresh and the teacher's new heads are copies of the student's
+    init_from: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_weights(self) -> "ModelConfig":
+        if self.init_from is not None and self.checkpoint is not None:
+            raise ValueError("model.init_from and model.checkpoint are both set: init_from already gives the "
+                             "backbone its weights; set model.checkpoint=null")
+        return self
 
     @field_validator("backbone")
     @classmethod
@@ -502,6 +513,8 @@ def with_absolute_paths(cfg: ArkConfig, cwd: Path | None = None) -> ArkConfig:
         cfg.data.cache_dir = absolute(cfg.data.cache_dir)
     if cfg.model.checkpoint is not None:
         cfg.model.checkpoint = absolute(cfg.model.checkpoint)
+    if cfg.model.init_from is not None:
+        cfg.model.init_from = absolute(cfg.model.init_from)
     for d in cfg.datasets:
         d.root = absolute(d.root)
     return cfg

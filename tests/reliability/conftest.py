@@ -39,9 +39,15 @@ def tiny_config(roots: dict[str, Path], out: Path, datasets=("shenzhen", "rsna")
     entries = {"chexpert": dict(type="chexpert", root=str(roots["chexpert"]), uncertain="lsr-ones"),
                "shenzhen": dict(type="shenzhen", root=str(roots["shenzhen"])),
                "rsna": dict(type="rsna", root=str(roots["rsna"]), options=dict(task="3class"))}
+    return run_config(out, [entries[d] for d in datasets], rounds=rounds, **sections)
+
+
+def run_config(out: Path, entries: list[dict], rounds: int = 2, **sections) -> dict:
+    """A run of ``rounds`` x len(entries) steps of 2 iterations on a 2-block Swin at 32 px; ``sections``
+    update the config's sections key by key."""
     cfg = dict(
         run=dict(out=str(out), seed=1, device="cpu"),
-        datasets=[entries[d] for d in datasets],
+        datasets=entries,
         data=dict(image_size=32, cache_size=36, batch_size=8, eval_batch_size=64, workers=0, prepare_workers=0,
                   cache_dir=str(Path(out).parent / "cache")),
         model=dict(backbone="swin_tiny_patch4_window7_224", backbone_kwargs=SMALL_SWIN, projector_dim=8),

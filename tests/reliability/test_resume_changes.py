@@ -24,7 +24,7 @@ from arkx.cli import main
 from arkx.errors import RunChanged
 from arkx.training.state import atomic_save
 
-from .conftest import SMALL_SWIN
+from .conftest import run_config
 
 LABELS = ("Alpha", "Beta")
 
@@ -48,22 +48,6 @@ def csv_dataset(root: Path, n: int = 40, seed: int = 0, train: int | None = None
 
 def csv_entry(root: Path, name: str = "mine") -> dict:
     return dict(type="csv", name=name, root=str(root), options=dict(csv="labels.csv", split_column="split"))
-
-
-def run_config(out: Path, entries: list[dict], rounds: int = 2, **sections) -> dict:
-    """A run of ``rounds`` x len(entries) steps of 2 iterations on a 2-block Swin at 32 px."""
-    cfg = dict(
-        run=dict(out=str(out), seed=1, device="cpu"),
-        datasets=entries,
-        data=dict(image_size=32, cache_size=36, batch_size=8, eval_batch_size=64, workers=0, prepare_workers=0,
-                  cache_dir=str(Path(out).parent / "cache")),
-        model=dict(backbone="swin_tiny_patch4_window7_224", backbone_kwargs=SMALL_SWIN, projector_dim=8),
-        training=dict(rounds=rounds, optimizer="adamw", lr=2e-3, warmup_rounds=0.5, max_iters_per_epoch=2),
-        eval=dict(every="end", models=["teacher"], test_at_end=False),
-    )
-    for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values}
-    return cfg
 
 
 @pytest.fixture
