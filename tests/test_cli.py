@@ -8,15 +8,12 @@ import argparse
 import errno
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 import arkx
 from arkx.cli import build_parser, main
-from arkx.config import ConfigError
-from arkx.errors import ArkxError, ArkxValueError
+from arkx.errors import ArkxValueError
 
 from tests.reliability.test_resume_changes import csv_dataset, csv_entry, run_config
 

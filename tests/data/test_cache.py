@@ -280,7 +280,7 @@ def test_changed_file_invalidates(tmp_path, monkeypatch, caplog):
         out = prepare(rec, tmp_path / "c", SIZE, progress=False)
     assert counter.calls == [str(path)]  # updated: only the changed file is decoded, the others copied
     np.testing.assert_array_equal(out[3], load_resized(path, SIZE))
-    clean = prepare(rec, tmp_path / "clean", SIZE, progress=False)
+    prepare(rec, tmp_path / "clean", SIZE, progress=False)
     assert (tmp_path / "c" / "images.u8").read_bytes() == (tmp_path / "clean" / "images.u8").read_bytes()
     assert index_of(tmp_path / "c")["images"] == index_of(tmp_path / "clean")["images"]
     assert not (tmp_path / "c" / "previous.u8").exists() and not (tmp_path / "c" / "previous.json").exists()
@@ -417,6 +417,6 @@ def test_interrupted_update_in_place_resumes_and_still_copies(tmp_path, monkeypa
     assert counter.calls == []  # the other 5 rows were copied from the kept previous version too
     assert not (folder / "previous.json").exists() and not (folder / "previous.u8").exists()
     monkeypatch.setattr(cache_mod, "load_resized", load_resized)
-    clean = prepare(sub, tmp_path / "clean", SIZE, progress=False)
+    prepare(sub, tmp_path / "clean", SIZE, progress=False)
     assert (folder / "images.u8").read_bytes() == (tmp_path / "clean" / "images.u8").read_bytes()
     assert out.verify() == []

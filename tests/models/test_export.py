@@ -86,9 +86,9 @@ def test_export_refuses_a_backbone_arkx_did_not_build(tmp_path):
 def test_info_on_a_timm_export(tmp_path, tiny_heads):
     path = export_timm(tiny_model(tiny_heads), tmp_path / "b.safetensors")
     text = format_info(model_info(path))
-    assert "format:       arkx-timm-backbone/1 (backbone for plain timm)" in text
-    assert "backbone:     swin_tiny_patch4_window7_224" in text and "input size:   32" in text
-    assert "mean:         0.485, 0.456, 0.406" in text and "datasets:     alpha, beta" in text
+    assert "format:        arkx-timm-backbone/1 (backbone for plain timm)" in text
+    assert "backbone:      swin_tiny_patch4_window7_224" in text and "input size:    32" in text
+    assert "mean:          0.485, 0.456, 0.406" in text and "datasets:      alpha, beta" in text
     assert "  alpha (multilabel, 3): a1, a2, a3" in text
 
 
@@ -168,7 +168,7 @@ def test_cli_info_and_export(tmp_path, capsys):
 
     assert main(["info", str(FIXTURES / "ark6_tiny_timm054.pth.tar")]) == 0
     out = capsys.readouterr().out
-    assert "input size:   64" in out and "  nih14 (omni_heads.2, by its size) (multilabel, 14): Atelectasis" in out
+    assert "input size:    64" in out and "  nih14 (omni_heads.2, by its size) (multilabel, 14): Atelectasis" in out
     assert main(["info", str(FIXTURES / "arkplus_tiny_timm054.pth.tar"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["projector"] == "linear 20"
     # a tiny authors' file matches no released variant: the CLI says so (exit 2), naming what to pass

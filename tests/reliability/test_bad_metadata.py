@@ -14,7 +14,7 @@ import pytest
 from arkx.data.adapters import read_dataset
 from arkx.data.records import DatasetFormatError
 
-from ..data.adapters.conftest import (NIH_ENTRIES, nih_row, write_chexpert, write_mimic, write_nih14, write_rsna,
+from ..data.adapters.conftest import (NIH_ENTRIES, write_chexpert, write_mimic, write_nih14, write_rsna,
                                       write_text, write_vindr)
 
 VINDR_TRAIN = {"img1": [{"Pneumonia": 1}, {"Pneumonia": 1}, {"COPD": 1}], "img2": [{"No finding": 1}] * 3}

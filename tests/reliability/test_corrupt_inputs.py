@@ -20,7 +20,7 @@ from arkx.data.cache import TooManyBadImages
 from arkx.data.loaders import CachedImages
 from arkx.training.state import load_checkpoint
 
-from .conftest import checkpoint, tiny_config
+from .conftest import tiny_config
 
 
 def _files(root: Path, pattern: str) -> list[Path]:

@@ -131,10 +131,3 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
-
-
-def mean_auc_table(metrics: pd.DataFrame, split: str = "test", model: str = "teacher") -> pd.Series:
-    """Last mean AUC per dataset for a split and model (index: dataset)."""
-    rows = metrics[(metrics["split"] == split) & (metrics["model"] == model) & (metrics["label"] == MEAN_LABEL)]
-    last = rows.sort_values("step").groupby("dataset").tail(1)
-    return last.set_index("dataset")["auc"]

@@ -226,9 +226,9 @@ def format_info(info: dict[str, Any]) -> str:
             value = ", ".join(str(v) for v in value) or "none"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-        lines.append(f"{label + ':':<14}{value}")
+        lines.append(f"{label + ':':<15}{value}")
     if "heads" in info:
-        lines.append(f"{'heads:':<14}{len(info['heads'])}")
+        lines.append(f"{'heads:':<15}{len(info['heads'])}")
         for head in info["heads"]:
             lines.append(f"  {head['name']} ({head['kind']}, {len(head['label_names'])}): "
                          + ", ".join(head["label_names"]))

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence

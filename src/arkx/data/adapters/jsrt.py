@@ -51,7 +51,6 @@ SCR_STRUCTURES = {
     "left clavicle": "Left Clavicle",
     "right clavicle": "Right Clavicle",
 }
-MASK_LABELS = tuple(SCR_STRUCTURES.values())
 _NAME = re.compile(r"^(JPC[LN]N\d{3})$", re.IGNORECASE)
 _FOLD_PARENTS = ("scratch", "", "scr", "SCR")
 
