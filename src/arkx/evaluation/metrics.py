@@ -27,6 +27,10 @@ class AucResult:
         valid = self.per_label[~np.isnan(self.per_label)]
         return float(valid.mean()) if valid.size else float("nan")
 
+    def as_dict(self) -> dict[str, float]:
+        """``{label name: AUC}`` in label order (NaN where a label has one class only)."""
+        return {name: float(v) for name, v in zip(self.label_names, self.per_label)}
+
     def excluded(self) -> dict[str, str]:
         """Labels left out of :attr:`mean`, each with the reason (see :func:`exclusion_reason`)."""
         out = {}
