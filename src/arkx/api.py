@@ -12,34 +12,51 @@ import dataclasses
 import errno
 import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from . import __version__
-from .config import ArkConfig, ConfigError, config_from_dict, load_config, with_absolute_paths
+from .config import (
+    ArkConfig,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    with_absolute_paths,
+)
 from .data.adapters import read_dataset
 from .data.cache import fingerprint as cache_fingerprint
 from .data.loaders import prepare_dataset
 from .data.records import Records
-from .data.transforms import MEAN, STD
 from .errors import ArkxFileNotFoundError, ArkxValueError, RunChanged, RunInterrupted
-from .evaluation.metrics import excluded_labels
-from .models.ark import ArkModel, HeadSpec, build_model
+from .models.ark import ArkModel, build_model
+from .models.files import EXPORT_FORMAT, export_model, load_model
 from .training.engine import Engine, RunSummary
-from .training.identity import config_differences, config_identity, dataset_identity, describe_change, write_datasets_file
+from .training.identity import (
+    config_differences,
+    config_identity,
+    dataset_identity,
+    describe_change,
+    write_datasets_file,
+)
+from .training.init_from import _apply_initial_weights, _initial_weights, heads_for
+from .training.preflight import (
+    _check_before_work,
+    _check_trainable,
+    _make_folder,
+    _warn_degenerate_labels,
+)
 from .training.runfolder import RunLock, run_log
-from .training.state import LAST, load_checkpoint, space_checked, tensor_bytes
+from .training.state import LAST, load_checkpoint, space_checked
+
+__all__ = ["EXPORT_FORMAT", "as_config", "build_from_config", "export_model", "heads_for", "inspect_dataset",
+           "load_model", "pretrain", "resume", "synthesize", "teacher_encoder"]
 
 log = logging.getLogger("arkx")
 
 CONFIG_FILE = "config.yaml"
-EXPORT_FORMAT = "arkx-model/1"
 
 
 def as_config(config: ArkConfig | str | Path | dict, overrides: list[str] | None = None) -> ArkConfig:
@@ -65,11 +82,6 @@ def build_from_config(config: ArkConfig | str | Path | dict, overrides: list[str
     heads = heads_for(_read_records(cfg))
     torch.manual_seed(cfg.run.seed)
     return build_model(cfg.model, heads)
-
-
-def heads_for(datasets) -> list[HeadSpec]:
-    """One head per dataset (``{name: Records}`` or ``{name: PreparedDataset}``), named after it."""
-    return [HeadSpec(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
 
 
 def _read_records(cfg: ArkConfig) -> dict[str, Records]:
@@ -197,107 +209,11 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
     return summary
 
 
-# ---------------------------------------------------------------------------- incremental pretraining
-def _initial_weights(cfg: ArkConfig, records: dict[str, Records]) -> dict[str, ArkModel]:
-    """``{"student": model, "teacher": model}`` of ``model.init_from``, checked to fit the new run.
-
-    A run folder (finished or in progress) or its ``checkpoints/last.pt`` gives its student and its teacher,
-    so the new run continues both where the old one left them (as cyclic training would have with one more
-    dataset); a single ``.safetensors`` export (e.g. the released teacher) starts both from that file."""
-    source = Path(cfg.model.init_from)
-    if not source.exists():
-        raise ConfigError(f"invalid config: model.init_from: {source} not found")
-    if source.is_dir() and not any((source / f).is_file() for f in ("teacher.safetensors", f"checkpoints/{LAST}")):
-        raise ConfigError(f"invalid config: model.init_from: {source} is not an arkx run folder "
-                          f"(no teacher.safetensors, no checkpoints/{LAST})")
-    if source.is_dir() or source.suffix == ".pt":
-        models = {which: load_model(source, which) for which in ("student", "teacher")}
-    else:
-        model = load_model(source)
-        models = {"student": model, "teacher": model}
-    new_heads = heads_for(records)
-    for which, model in models.items():
-        _check_heads_fit(model, new_heads, source)
-        _check_trunk_fits(model, cfg, source)
-    return models
-
-
-def _check_heads_fit(old: ArkModel, new_heads: list[HeadSpec], source: Path) -> None:
-    """A head kept from the old run must predict the same labels in the same order (its weights are per label)."""
-    for spec in new_heads:
-        was = old.head_specs.get(spec.name)
-        if was is None:
-            continue
-        if was.kind != spec.kind or tuple(was.label_names) != tuple(spec.label_names):
-            raise ConfigError(f"model.init_from: head {spec.name!r} of {source} predicts {was.kind} "
-                              f"{list(was.label_names)}, but the dataset now has {spec.kind} "
-                              f"{list(spec.label_names)}; give the dataset another name (datasets[].name) "
-                              "to train a new head")
-
-
-def _trunk(state: dict) -> dict:
-    """The backbone and projector entries of a state dict (everything but the heads)."""
-    return {k: v for k, v in state.items() if not k.startswith("heads.")}
-
-
-def _check_trunk_fits(old: ArkModel, cfg: ArkConfig, source: Path) -> None:
-    """The new run's backbone and projector (built on the meta device: no memory) must have the old keys and shapes."""
-    from .models.backbones import format_key_mismatch
-
-    model_cfg = cfg.model.model_copy(update={"checkpoint": None})
-    try:
-        with torch.device("meta"):
-            own = _trunk(build_model(model_cfg, []).state_dict())
-    except Exception:  # noqa: BLE001 - a backbone that cannot be built on meta is built for real
-        own = _trunk(build_model(model_cfg, []).state_dict())
-    state = _trunk(old.state_dict())
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        raise ConfigError("model.init_from: " + format_key_mismatch(str(source), missing, unexpected, mismatched,
-                                                                     own, state))
-
-
-@torch.no_grad()
-def _apply_initial_weights(engine: Engine, start_from: dict[str, ArkModel], source: Path) -> None:
-    """Load the old run's backbone, projector and same-named heads into the student and the teacher.
-
-    A new head keeps the student's seeded initialisation and the teacher gets an exact copy of it (as
-    the teacher of a new run starts as a copy of the student); from then on the EMA moves it."""
-    new_names = [n for n in engine.student.heads if n not in start_from["student"].heads]
-    for which, target in (("student", engine.student), ("teacher", engine.teacher)):
-        old = start_from[which]
-        state = _trunk(old.state_dict())
-        state.update({f"heads.{n}.{k}": v for n in target.heads if n in old.heads
-                      for k, v in old.heads[n].state_dict().items()})
-        # the student's new heads keep their seeded initialisation; the teacher's become copies of them
-        state.update({f"heads.{n}.{k}": v.clone() for n in new_names
-                      for k, v in engine.student.heads[n].state_dict().items()})
-        target.load_state_dict(state, strict=True)
-    dropped = [n for n in start_from["student"].heads if n not in engine.student.heads]
-    log.info("initialised from %s: heads %s loaded, new heads %s%s", source,
-             [n for n in engine.student.heads if n not in new_names] or "none", new_names or "none",
-             f", heads not configured any more (left out): {dropped}" if dropped else "")
-
-
 def _interrupted_message(out: Path, last: Path) -> str:
     if not last.exists():
         return f"interrupted before the first checkpoint; start the run again (nothing in {out} to resume yet)"
     step = load_checkpoint(last, mmap=True)["step_done"]
     return f"interrupted; the last checkpoint (step {step}) is intact: resume with `arkx pretrain --resume {out}`"
-
-
-def _make_folder(path: Path, key: str) -> None:
-    """Create a folder the run writes into; a file in its place or no permission is a one-line error."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}: {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{key}: cannot create the folder {path} ({err.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: the folder {path} is not writable")
 
 
 def _write_summary(out: Path, summary: RunSummary) -> None:
@@ -390,97 +306,6 @@ def _check_heads_unchanged(previous: dict, records: dict[str, Records], out: Pat
                 "cannot change within a run: start a new run (another run.out)")
 
 
-def _check_trainable(datasets: dict) -> None:
-    for name, ds in datasets.items():
-        n = len(ds.indices("train"))
-        if n < 2:
-            raise ArkxValueError(f"dataset {name!r} ({ds.records.root}) has {n} usable training image(s); training "
-                                 "needs at least 2 (batch statistics such as BatchNorm's need more than one image)")
-
-
-def _warn_degenerate_labels(datasets: dict, cfg: ArkConfig) -> None:
-    """Say once, at the start, which labels cannot learn or cannot be scored (they would otherwise show up
-    only as ``nan`` or as a mean over fewer labels)."""
-    splits = list(dict.fromkeys(list(cfg.eval.splits) + (["test"] if cfg.eval.test_at_end else [])))
-    for name, ds in datasets.items():
-        names, labels = ds.task.label_names, ds.records.labels
-        train = labels[ds.indices("train")]
-        known = ~np.isnan(train)
-        if ds.uncertain == "ignore":
-            known &= train != -1
-        unknown = [n for n, k in zip(names, known.any(axis=0)) if not k]
-        if len(unknown) == len(names):
-            log.warning("dataset %r: no training image has a known label (%s): its head learns from the "
-                        "consistency loss alone and its AUC is undefined", name, ", ".join(names))
-        elif unknown:
-            log.warning("dataset %r: label(s) %s have no known value in the train split: nothing trains "
-                        "their outputs", name, ", ".join(unknown))
-        for split in splits:
-            idx = ds.indices(split)
-            if len(idx) == 0:
-                continue
-            excluded = excluded_labels(ds.task.kind, labels[idx], names)
-            if len(excluded) == len(names):
-                log.warning("dataset %r, split %s: no label has both classes, so its AUC is undefined (nan)",
-                            name, split)
-            elif excluded:
-                listed = "; ".join(f"{k}: {v}" for k, v in excluded.items())
-                log.warning("dataset %r, split %s: %d of %d label(s) left out of the mean AUC (%s)", name, split,
-                            len(excluded), len(names), listed)
-
-
-def _check_before_work(cfg: ArkConfig) -> None:
-    """What the config schema cannot know but must fail before the run folder or a cache is made."""
-    from .training.engine import resolve_device
-
-    try:
-        resolve_device(cfg.run.device)
-    except RuntimeError as err:
-        raise ConfigError(f"invalid config:\n  run.device: {err}") from None
-    ckpt = cfg.model.checkpoint
-    if ckpt is not None:
-        if not Path(ckpt).is_file():
-            raise ConfigError(f"invalid config:\n  model.checkpoint: file {ckpt} not found")
-        if Path(ckpt).stat().st_size == 0:
-            raise ConfigError(f"invalid config: model.checkpoint: {ckpt} is empty (0 bytes)")
-    for key, path in (("run.out", cfg.run.out), ("data.cache_dir", cfg.data.cache_dir)):
-        if path is not None and Path(path).exists() and not Path(path).is_dir():
-            raise ConfigError(f"invalid config: {key}: {path} is a file, not a folder")
-    _check_model_fits(cfg)
-
-
-def _check_model_fits(cfg: ArkConfig) -> None:
-    """Build the model once without weights (on the meta device: no memory, no time) and run an image of the
-    configured size through it, so a typo in ``model.backbone_kwargs`` or an image size the backbone cannot
-    take is found before any cache is prepared."""
-    model_cfg = cfg.model.model_copy(update={"checkpoint": None})
-    size = cfg.data.image_size
-    heads = [HeadSpec("check", "multilabel", ("x",))]
-    for device in ("meta", "cpu"):  # a backbone that cannot be built on meta is built for real, once
-        try:
-            with torch.device(device):
-                model = build_model(model_cfg, heads).eval()
-        except Exception as err:  # noqa: BLE001 - anything timm raises on these kwargs is the user's to fix
-            if device == "meta" and "meta" in str(err):
-                continue
-            raise ConfigError(f"invalid config: model.backbone_kwargs: {cfg.model.backbone} cannot be built with "
-                              f"{cfg.model.backbone_kwargs}: {_one_line(err)}") from None
-        try:
-            with torch.no_grad():
-                model(torch.zeros(2, 3, size, size, device=device), "check")
-        except Exception as err:  # noqa: BLE001
-            if device == "meta" and "meta" in str(err):
-                continue
-            raise ConfigError(f"invalid config: data.image_size={size} does not fit model.backbone "
-                              f"{cfg.model.backbone}: {_one_line(err)}") from None
-        return
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:300]
-
-
 def resume(run_dir: str | Path, config: ArkConfig | str | Path | dict | None = None, *,
            overrides: list[str] | None = None, progress: bool = True,
            stop_after_steps: int | None = None, accept_data_change: bool = False) -> RunSummary:
@@ -535,83 +360,6 @@ def _summary_dict(summary: RunSummary) -> dict:
     d["out"] = str(summary.out)
     d["finished"] = summary.finished
     return d
-
-
-# ---------------------------------------------------------------------------- model files
-def export_model(model: ArkModel, cfg: ArkConfig, path: Path) -> Path:
-    """Weights as safetensors, with what is needed to rebuild the model in the metadata."""
-    from safetensors.torch import save_file
-
-    meta = dict(format=EXPORT_FORMAT, arkx_version=__version__, model=cfg.model.model_dump(mode="json"), heads=model.head_config(),
-                image_size=cfg.data.image_size, normalization=dict(mean=MEAN, std=STD))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    try:
-        with space_checked(path, tensor_bytes(state) + 1024 * 1024):
-            save_file(state, str(tmp), metadata={"arkx": json.dumps(meta)})
-            tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_model(path: str | Path, which: str = "teacher") -> ArkModel:
-    """Rebuild an exported (or in-progress) arkx model: a run folder, a ``.safetensors`` export or a
-    ``checkpoints/last.pt``. ``which`` picks teacher (the released model) or student."""
-    path = Path(path)
-    if which not in ("teacher", "student"):
-        raise ArkxValueError(f"which must be 'teacher' or 'student', got {which!r}")
-    if path.is_dir():
-        exported = path / f"{which}.safetensors"
-        path = exported if exported.exists() else path / "checkpoints" / LAST
-    if not path.is_file():
-        raise ArkxFileNotFoundError(f"no model at {path}")
-    if path.suffix == ".safetensors":
-        return _load_export(path)
-    # A checkpoint of a run in progress: rebuild from the run's config and heads stored beside it.
-    run_dir = path.parent.parent
-    state = load_checkpoint(path)
-    cfg = load_config(run_dir / CONFIG_FILE)
-    heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in state["extra"].get("heads", [])]
-    if not heads:
-        raise ArkxValueError(f"{path}: checkpoint does not record its heads")
-    model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads)
-    _load_strict(model, state[which], path)
-    return model.eval()
-
-
-def _load_export(path: Path) -> ArkModel:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), "pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("arkx", "null") or "null")
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        size = path.stat().st_size
-        raise ArkxValueError(f"{path}: not a readable .safetensors file ({size} bytes; {_one_line(err)})") from None
-    if not meta or meta.get("format") != EXPORT_FORMAT:
-        raise ArkxValueError(f"{path}: not an arkx model export (no arkx metadata)")
-    from .config import ModelConfig
-
-    model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
-    heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
-    model = build_model(model_cfg, heads)
-    _load_strict(model, state, path)
-    return model.eval()
-
-
-def _load_strict(model: torch.nn.Module, state: dict, source: Path) -> None:
-    from .models.backbones import format_key_mismatch
-
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        raise ArkxValueError(format_key_mismatch(str(source), missing, unexpected, mismatched, own, state))
-    model.load_state_dict(state)
 
 
 def teacher_encoder(path: str | Path) -> ArkModel:

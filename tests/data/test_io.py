@@ -112,9 +112,9 @@ def test_png16_sbit_with_unscaled_values(tmp_path, caplog):
 
 
 def test_png16_low_range_without_sbit_is_kept_and_reported_once(tmp_path, caplog, monkeypatch):
-    import arkx.data.io as io_module
+    from arkx.data import pillow_io
 
-    monkeypatch.setattr(io_module, "_low_range_reported", set())  # the per-process budget of named files
+    monkeypatch.setattr(pillow_io, "_low_range_reported", set())  # the per-process budget of named files
     v = np.random.default_rng(6).integers(0, 4096, (30, 40))
     path = _png16(tmp_path / "twelve_bit.png", v)
     with caplog.at_level("WARNING", logger="arkx.data"):

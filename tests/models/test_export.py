@@ -92,15 +92,21 @@ def test_info_on_a_timm_export(tmp_path, tiny_heads):
     assert "  alpha (multilabel, 3): a1, a2, a3" in text
 
 
-def test_info_on_an_arkx_export_and_its_run_folder(tmp_path, tiny_heads):
-    from arkx.api import export_model
+def _tiny_run_config(tmp_path):
+    """The config of a tiny run (tiny Swin, 32 px) over an empty chexpert folder."""
     from arkx.config import config_from_dict
 
     (tmp_path / "data").mkdir()
-    cfg = config_from_dict(dict(datasets=[dict(type="chexpert", root=str(tmp_path / "data"))],
-                                model=dict(backbone="swin_tiny_patch4_window7_224", backbone_kwargs=TINY_SWIN,
-                                           projector_dim=24),
-                                data=dict(image_size=32, cache_size=32), training=dict(rounds=4, warmup_rounds=1)))
+    return config_from_dict(dict(datasets=[dict(type="chexpert", root=str(tmp_path / "data"))],
+                                 model=dict(backbone="swin_tiny_patch4_window7_224", backbone_kwargs=TINY_SWIN,
+                                            projector_dim=24),
+                                 data=dict(image_size=32, cache_size=32), training=dict(rounds=4, warmup_rounds=1)))
+
+
+def test_info_on_an_arkx_export_and_its_run_folder(tmp_path, tiny_heads):
+    from arkx.api import export_model
+
+    cfg = _tiny_run_config(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     export_model(tiny_model(tiny_heads), cfg, run / "teacher.safetensors")
@@ -120,14 +126,9 @@ def test_info_on_an_arkx_export_and_its_run_folder(tmp_path, tiny_heads):
 
 
 def test_info_on_a_run_checkpoint(tmp_path, tiny_heads):
-    from arkx.config import config_from_dict
     from arkx.training.state import save_checkpoint
 
-    (tmp_path / "data").mkdir()
-    cfg = config_from_dict(dict(datasets=[dict(type="chexpert", root=str(tmp_path / "data"))],
-                                model=dict(backbone="swin_tiny_patch4_window7_224", backbone_kwargs=TINY_SWIN,
-                                           projector_dim=24),
-                                data=dict(image_size=32, cache_size=32), training=dict(rounds=4, warmup_rounds=1)))
+    cfg = _tiny_run_config(tmp_path)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(cfg.to_yaml())

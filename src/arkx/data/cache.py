@@ -53,6 +53,10 @@ Guarantees:
 * **Read-only is enough to read.** A complete, current cache is opened without taking the lock or
   writing anything, so a shared read-only cache works.
 
+The format, fingerprint and index live in :mod:`arkx.data.cache_index`, the read-only view in
+:mod:`arkx.data.cache_reader`, removal in :mod:`arkx.data.cache_clean`; this module prepares, resumes,
+updates and repairs (and re-exports their public names).
+
 Workers: ``workers > 0`` runs chunks in a ``ProcessPoolExecutor``. The worker is a top-level function
 of this module that only imports numpy/Pillow/pydicom, so any start method works: the default is
 *fork* on Linux (what torch's DataLoader does; it needs no ``if __name__ == "__main__":`` guard in
@@ -62,13 +66,11 @@ itself and returns only (row, ok, crc32, reason, sha256, copied), so no pixels c
 At most two chunks per worker are queued, so an early stop cancels little work. Results do not depend
 on the number of workers: each row is a pure function of its file.
 """
-
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import errno
-import hashlib
 import json
 import logging
 import math
@@ -83,8 +85,42 @@ import numpy as np
 
 from ..errors import ArkxRuntimeError
 from ..progress import Progress
-from .cache_lock import LOCK_FILE, LockBusy, folder_lock, held_by_this_process, worker_initializer
-from .io import ImageReadError, load_resized, source_files
+from .cache_clean import CleanedFolder, _last_used, _touch_last_used, clean_cache
+from .cache_index import (
+    _FORMAT_NAME,
+    _INDEX_BYTES_PER_IMAGE,
+    _MAX_LOGGED_FAILURES,
+    _NO_HASH,
+    _PROGRESS_FILES,
+    CRC_FILE,
+    DONE_FILE,
+    FAILURES_FILE,
+    FORMAT_VERSION,
+    HASH_FILE,
+    IMAGES_FILE,
+    INDEX_FILE,
+    PREVIOUS_IMAGES,
+    PREVIOUS_INDEX,
+    CacheDiskFull,
+    CacheNotReady,
+    CacheNotWritable,
+    CorruptCacheRow,
+    TooManyBadImages,
+    _fingerprint,
+    _header,
+    _json_id,
+    _read_index,
+    _safe_name,
+    _stat_sources,
+    _write_index,
+    cache_key,
+    content_hash,
+    fingerprint,
+    human_bytes,
+)
+from .cache_lock import LOCK_FILE, folder_lock, worker_initializer
+from .cache_reader import PreparedImages, open_cache
+from .io import ImageReadError, load_resized
 from .records import Records
 
 __all__ = ["FORMAT_VERSION", "PreparedImages", "TooManyBadImages", "CacheNotReady", "CacheNotWritable",
@@ -92,288 +128,6 @@ __all__ = ["FORMAT_VERSION", "PreparedImages", "TooManyBadImages", "CacheNotRead
            "content_hash", "clean_cache", "CleanedFolder", "human_bytes"]
 
 log = logging.getLogger("arkx.data")
-
-FORMAT_VERSION = 2
-_FORMAT_NAME = "arkx-prepared-cache"
-IMAGES_FILE = "images.u8"
-INDEX_FILE = "index.json"
-DONE_FILE = "done.npy"
-CRC_FILE = "crc.npy"
-HASH_FILE = "sha256.npy"
-FAILURES_FILE = "failures.jsonl"
-PREVIOUS_INDEX = "previous.json"
-PREVIOUS_IMAGES = "previous.u8"
-LAST_USED = ".last_used"
-_PROGRESS_FILES = (DONE_FILE, CRC_FILE, HASH_FILE, FAILURES_FILE)
-_MAX_LOGGED_FAILURES = 50
-_INDEX_BYTES_PER_IMAGE = 320  # a generous estimate of one index.json entry, for the free-space check
-_NO_HASH = bytes(32)
-
-
-class TooManyBadImages(ArkxRuntimeError):
-    """More than ``fail_fraction`` of a dataset's images could not be read."""
-
-    def __init__(self, message: str, failures: list[tuple[str, str, str]], n: int):
-        super().__init__(message)
-        self.failures = failures
-        self.n = n
-
-
-class CacheNotReady(ArkxRuntimeError):
-    """A cache folder is missing, incomplete, of another format version, or damaged."""
-
-
-class CacheNotWritable(ArkxRuntimeError):
-    """A cache must be written (prepared, finished, updated or repaired) in a folder that is read-only."""
-
-
-class CacheDiskFull(ArkxRuntimeError):
-    """Not enough free space for the cache; the message names the folder and the space needed."""
-
-
-class CorruptCacheRow(ArkxRuntimeError):
-    """A cache row no longer matches the CRC-32 recorded when it was written (``images.u8`` was damaged).
-
-    Raised in DataLoader workers too: torch re-raises a worker's exception as ``type(msg)`` with the
-    worker's whole traceback as the message, so the constructor keeps only our one line from it.
-    """
-
-    def __init__(self, message: str):
-        lines = str(message).rstrip().splitlines()
-        marker = f"{type(self).__name__}: "
-        if len(lines) > 1 and str(message).startswith("Caught ") and marker in lines[-1]:
-            message = lines[-1].split(marker, 1)[1]
-        super().__init__(message)
-
-
-# ----------------------------------------------------------------------------------------------------
-# sources: which files make an image, their stat, their content hash
-
-
-def _source_files(path: str | os.PathLike) -> list[Path]:
-    """``io.source_files``, or just the file when its header cannot name the others (the decoder then
-    reports the problem as the image's failure)."""
-    try:
-        return source_files(path)
-    except Exception:  # noqa: BLE001  (a bad .mhd header is a decode failure, reported there)
-        return [Path(path)]
-
-
-def _stat_sources(paths: list[Path]) -> list[list | None]:
-    """Per image: None when its file is missing, else ``[size, mtime_ns]`` (or None) per source file."""
-    out: list[list | None] = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError:
-            out.append(None)
-            continue
-        files = [[int(st.st_size), int(st.st_mtime_ns)]]
-        for extra in _source_files(p)[1:]:
-            try:
-                st = os.stat(extra)
-            except OSError:
-                files.append(None)
-            else:
-                files.append([int(st.st_size), int(st.st_mtime_ns)])
-        out.append(files)
-    return out
-
-
-def content_hash(path: str | os.PathLike) -> str | None:
-    """sha256 hex over the bytes of every source file of the image (a .mhd and its data file count
-    both); None when the image file itself cannot be read."""
-    h = hashlib.sha256()
-    for k, f in enumerate(_source_files(path)):
-        try:
-            with open(f, "rb") as fh:
-                h.update(f"{k}:{os.fstat(fh.fileno()).st_size}\0".encode())
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-        except OSError:
-            if k == 0:
-                return None
-            h.update(f"{k}:missing\0".encode())
-    return h.hexdigest()
-
-
-def _fingerprint(records: Records, size: int, stats: list[list | None]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([_FORMAT_NAME, FORMAT_VERSION, int(size), str(records.dataset), len(records)]).encode())
-    for image_id, path, st in zip(records.images["image_id"], records.images["path"], stats):
-        h.update(f"{image_id}\0{Path(path).as_posix()}\0".encode())
-        h.update(b"missing\n" if st is None else (json.dumps(st) + "\n").encode())
-    return h.hexdigest()
-
-
-def fingerprint(records: Records, size: int) -> str:
-    """sha256 hex over (format version, size, dataset, image ids, paths, each source file's size + mtime_ns)."""
-    return _fingerprint(records, size, _stat_sources(records.absolute_paths()))
-
-
-def _safe_name(dataset) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset)) or "dataset"
-
-
-def cache_key(records: Records, size: int) -> str:
-    """A folder name for this dataset's cache: ``<dataset>-<size>-<first 12 hex of the fingerprint>``."""
-    return f"{_safe_name(records.dataset)}-{int(size)}-{fingerprint(records, size)[:12]}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# the read-only view
-
-
-class PreparedImages:
-    """A complete cache folder, read-only. Cheap to open; picklable (the memmap is reopened lazily in
-    each process, never pickled), so DataLoader workers can share it.
-
-    Attributes:
-        folder: the cache folder.
-        size: side of every image.
-        dataset, root, fingerprint: as recorded by :func:`prepare`.
-        image_ids: list of image ids, in records order.
-        paths: list of paths relative to ``root``.
-        ok: bool array ``[n]``; False for images that could not be read (their rows are zeros).
-        crc32: uint32 array ``[n]``, the CRC-32 of each row's bytes when it was written.
-        sha256: list ``[n]`` of the sources' content hashes at prepare (None for missing files).
-        failures: list of ``(image_id, absolute path, reason)`` of unreadable images.
-        repaired: rows that ``prepare(repair=True)`` re-decoded (empty otherwise).
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        index = _read_index(self.folder)
-        if index is None:
-            raise CacheNotReady(f"{self.folder} is not a prepared cache (no readable {INDEX_FILE}); run `arkx prepare`")
-        if index.get("format") != _FORMAT_NAME or index.get("version") != FORMAT_VERSION:
-            raise CacheNotReady(
-                f"{self.folder}: cache format {index.get('format')!r} version {index.get('version')!r}, this arkx "
-                f"reads version {FORMAT_VERSION}; prepare it again (`arkx prepare`; `arkx cache clean` removes "
-                "old versions)")
-        if not index.get("complete"):
-            raise CacheNotReady(f"{self.folder}: cache is incomplete (preparation was interrupted); "
-                                "run prepare again to finish it")
-        try:
-            self._load(index)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CacheNotReady(f"{self.folder}: {INDEX_FILE} is damaged ({type(e).__name__}: {e}); "
-                                "prepare it again") from None
-        self.repaired: list[int] = []
-        self._array: np.ndarray | None = None
-
-    def _load(self, index: dict) -> None:
-        self.size = int(index["size"])
-        self.dataset = str(index["dataset"])
-        self.root = Path(index.get("root", ""))
-        self.fingerprint = str(index["fingerprint"])
-        entries = index["images"]
-        n = int(index["n"])
-        if len(entries) != n:
-            raise CacheNotReady(f"{self.folder}: {INDEX_FILE} lists {len(entries)} images, expected {n}")
-        self.image_ids = [e["image_id"] for e in entries]
-        self.paths = [e["path"] for e in entries]
-        self.ok = np.array([bool(e["ok"]) for e in entries], dtype=bool)
-        self.crc32 = np.array([int(e["crc32"]) for e in entries], dtype=np.uint32)
-        self.sha256 = [e.get("sha256") for e in entries]
-        self.ok.flags.writeable = False
-        self.crc32.flags.writeable = False
-        self.failures = [(e["image_id"], str(self.root / e["path"]), e.get("reason", "unreadable"))
-                         for e in entries if not e["ok"]]
-        expected = n * self.size * self.size
-        try:
-            actual = (self.folder / IMAGES_FILE).stat().st_size
-        except OSError:
-            actual = -1
-        if actual != expected:
-            raise CacheNotReady(f"{self.folder}: {IMAGES_FILE} has {actual} bytes, expected {expected} "
-                                f"({n} x {self.size} x {self.size}); prepare it again")
-
-    # the memmap is per process: opened on first access, dropped when pickled
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_array"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
-    @property
-    def array(self) -> np.ndarray:
-        """The read-only ``np.memmap`` uint8 ``[n, size, size]`` (opened lazily in this process)."""
-        if self._array is None:
-            n = len(self.image_ids)
-            if n == 0:
-                self._array = np.zeros((0, self.size, self.size), np.uint8)
-            else:
-                self._array = np.memmap(self.folder / IMAGES_FILE, dtype=np.uint8, mode="r",
-                                        shape=(n, self.size, self.size))
-        return self._array
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        """Row ``i`` as uint8 ``[size, size]``: a read-only *view* into the memmap, not a copy (copy it
-        with ``np.array(x)`` before modifying or handing it to torch). Not checked: see :meth:`read`."""
-        n = len(self)
-        i = int(i)
-        if not -n <= i < n:
-            raise IndexError(f"image index {i} out of range for a cache of {n} images")
-        return self.array[i]
-
-    def read(self, i: int) -> np.ndarray:
-        """A writable copy of row ``i``, checked against its CRC-32 (about 25 us for 256 x 256).
-
-        Raises:
-            CorruptCacheRow: the row's bytes changed since they were written.
-        """
-        row = np.array(self[i], dtype=np.uint8, copy=True)
-        i = int(i) % max(len(self), 1)
-        if zlib.crc32(row) != int(self.crc32[i]):
-            raise CorruptCacheRow(
-                f"cache row {i} of {self.folder} (image {self.image_ids[i]}, {self.paths[i]}) fails its checksum: "
-                f"{IMAGES_FILE} was damaged after it was prepared; run `arkx prepare ... --repair` on this dataset "
-                "(or delete the folder), then resume")
-        return row
-
-    def verify(self) -> list[int]:
-        """Indices whose bytes no longer match the CRC-32 recorded when they were written (reads every row)."""
-        arr = self.array
-        return [i for i in range(len(self)) if zlib.crc32(arr[i]) != int(self.crc32[i])]
-
-    def verify_sources(self, workers: int = 0, progress: bool = False) -> list[int]:
-        """Indices whose source files' content changed since prepare (re-reads every original; a file
-        replaced with the same size and mtime is caught, and both files of a .mhd pair count)."""
-        paths = [self.root / p for p in self.paths]
-        changed: list[int] = []
-        with Progress(len(paths), f"verifying the sources of {self.dataset}", enabled=progress, unit="images",
-                      logger=log) as bar:
-            if workers > 0:
-                from concurrent.futures import ThreadPoolExecutor  # reading and hashing release the GIL
-
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    hashes = pool.map(content_hash, paths, chunksize=64)
-                    for i, h in enumerate(hashes):
-                        if h != self.sha256[i]:
-                            changed.append(i)
-                        bar.advance()
-            else:
-                for i, p in enumerate(paths):
-                    if content_hash(p) != self.sha256[i]:
-                        changed.append(i)
-                    bar.advance()
-        return changed
-
-    def __repr__(self) -> str:
-        return (f"PreparedImages({str(self.folder)!r}, dataset={self.dataset!r}, n={len(self)}, size={self.size}, "
-                f"failed={len(self.failures)})")
-
-
-def open_cache(cache_dir: str | os.PathLike) -> PreparedImages:
-    """Open a complete cache folder; raises :class:`CacheNotReady` if it is incomplete, of another
-    version, or its image file has the wrong size. Needs no write access."""
-    return PreparedImages(cache_dir)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -849,18 +603,6 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
-def human_bytes(nbytes: int | None) -> str:
-    """A byte count for people: "12.3 MB"."""
-    if nbytes is None:
-        return "?"
-    value = float(nbytes)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
-
-
 def _disk_full(cache_dir: Path, n: int, size: int, err: OSError | None = None) -> CacheDiskFull:
     where = err.filename if err is not None and err.filename else cache_dir
     return CacheDiskFull(
@@ -901,157 +643,6 @@ def _allocate(path: Path, nbytes: int) -> None:
             os.ftruncate(fd, nbytes)
     finally:
         os.close(fd)
-
-
-# ----------------------------------------------------------------------------------------------------
-# clean
-
-
-@dataclass
-class CleanedFolder:
-    """One folder that :func:`clean_cache` looked at."""
-
-    folder: Path
-    nbytes: int  # disk space it takes
-    reason: str  # why it is removed, or kept
-    remove: bool  # selected for removal
-    removed: bool = False  # actually removed (False in a dry run)
-
-
-def clean_cache(root: str | os.PathLike, *, keep_latest: bool = False, dry_run: bool = False) -> list[CleanedFolder]:
-    """Remove cache folders under ``root`` (only folders with an arkx ``index.json``; anything else is left).
-
-    Without ``keep_latest`` every cache folder goes (they are prepared again when needed). With it, the
-    newest complete folder of each (dataset, root, size) stays -- newest by when :func:`prepare` last
-    used it -- and superseded versions, incomplete folders (interrupted preparations) and folders of
-    another format version go. A folder being prepared (its lock held) is always kept. A run still
-    training from a removed folder may fail: clean between runs.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise CacheNotReady(f"{root} is not a folder")
-    found = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        index = _read_index(d)
-        if index is None:
-            index = _read_index_file(d / PREVIOUS_INDEX)  # killed between the renames of an update
-        if index is None or index.get("format") != _FORMAT_NAME:
-            continue
-        found.append((d, index))
-    newest: dict[tuple, Path] = {}
-    for d, index in found:
-        if index.get("version") == FORMAT_VERSION and index.get("complete"):
-            key = (index.get("dataset"), index.get("root"), index.get("size"))
-            if key not in newest or _last_used(d) > _last_used(newest[key]):
-                newest[key] = d
-    out = []
-    for d, index in found:
-        if index.get("version") != FORMAT_VERSION:
-            reason, remove = f"format version {index.get('version')} (this arkx reads {FORMAT_VERSION})", True
-        elif not index.get("complete"):
-            reason, remove = "incomplete (an interrupted preparation)", True
-        else:
-            key = (index.get("dataset"), index.get("root"), index.get("size"))
-            latest = newest.get(key) == d
-            if keep_latest and latest:
-                reason, remove = f"newest of {key[0]} at {key[2]}px", False
-            elif latest:
-                reason, remove = f"complete ({key[0]} at {key[2]}px)", True
-            else:
-                reason, remove = f"superseded by {newest[key].name}", True
-        out.append(_clean_one(d, reason, remove, dry_run))
-    return out
-
-
-def _clean_one(folder: Path, reason: str, remove: bool, dry_run: bool) -> CleanedFolder:
-    entry = CleanedFolder(folder, _disk_bytes(folder), reason, remove)
-    if not remove:
-        return entry
-    if held_by_this_process(folder):
-        entry.remove, entry.reason = False, "in use by this process"
-        return entry
-    try:
-        with folder_lock(folder, blocking=False):
-            if not dry_run:
-                # the index first: a reader racing with the removal sees "not a cache", never half a cache
-                with contextlib.suppress(FileNotFoundError):
-                    (folder / INDEX_FILE).unlink()
-                shutil.rmtree(folder)
-                entry.removed = True
-    except LockBusy as e:
-        entry.remove, entry.reason = False, f"in use: {e}"
-    except OSError as e:
-        entry.remove, entry.reason = False, f"cannot remove it: {e.strerror or e}"
-    return entry
-
-
-def _disk_bytes(folder: Path) -> int:
-    total = 0
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(OSError):
-                st = entry.stat(follow_symlinks=False)
-                total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-    return total
-
-
-def _last_used(folder: Path) -> int:
-    times = []
-    for name in (LAST_USED, INDEX_FILE):
-        with contextlib.suppress(OSError):
-            times.append((folder / name).stat().st_mtime_ns)
-    return max(times, default=0)
-
-
-def _touch_last_used(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # a read-only cache cannot record it; nothing else depends on it
-        (folder / LAST_USED).touch()
-
-
-# ----------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _json_id(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (int, str)):
-        return x
-    return str(x)
-
-
-def _header(records, size: int, fp: str, complete: bool) -> dict:
-    return {"format": _FORMAT_NAME, "version": FORMAT_VERSION, "complete": complete, "size": size,
-            "n": len(records), "dataset": str(records.dataset), "root": str(records.root), "fingerprint": fp,
-            "dtype": "uint8", "layout": f"C-order [n, {size}, {size}] in {IMAGES_FILE}",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _read_index(folder: Path) -> dict | None:
-    return _read_index_file(folder / INDEX_FILE)
-
-
-def _read_index_file(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_index(folder: Path, data: dict) -> None:
-    tmp = folder / f".{INDEX_FILE}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / INDEX_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _start_fresh(cache_dir: Path, n: int, size: int, dataset: str) -> None:

@@ -288,6 +288,6 @@ def load_any_model(path: str | Path, which: str = "teacher", variant: str | Rele
         obj = load_state_dict_file(path)
         if not (isinstance(obj, dict) and str(obj.get("format", "")).startswith("arkx-")):
             return load_released(path, variant, which=which)
-    from ..api import load_model
+    from .files import load_model
 
     return load_model(path, which)

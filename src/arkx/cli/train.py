@@ -1,0 +1,77 @@
+"""Training commands of the ``arkx`` command line: ``demo`` (synthetic data, a tiny CPU pretraining run and
+the comparison table) and ``pretrain`` (Ark pretraining from a YAML config, or ``--resume`` of a run folder).
+Each command is an ``_add_*`` function that declares its subparser and a ``_cmd_*`` function that runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import _examples
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="synthesize data, pretrain Ark on the CPU, print the comparison table",
+                       description="Synthesize six datasets, pretrain Ark on all of them on the CPU and compare "
+                                   "with single-dataset runs.",
+                       **_examples("arkx demo --out arkx-demo --rounds 10"))
+    p.add_argument("--out", type=Path, default=Path("arkx-demo"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=500, help="images per synthetic dataset")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--no-baselines", action="store_true", help="skip the single-dataset baselines")
+
+
+def _cmd_demo(args) -> int:
+    from ..demo import format_table, run_demo
+
+    result = run_demo(args.out, seed=args.seed, n=args.n, rounds=args.rounds, baselines=not args.no_baselines,
+                      progress=not args.quiet)
+    print("\nTest mean AUC per dataset (teacher), Ark-6 vs the same budget on one dataset:")
+    print(format_table(result.table))
+    print(f"\nwall time {result.seconds:.0f} s; runs, metrics.csv and TensorBoard logs in {result.out}")
+    return 0
+
+
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="Ark pretraining from a YAML config",
+                       description="Pretrain from a YAML config, or continue a run from its last checkpoint.",
+                       **_examples("arkx pretrain ark6-swinb224 training.rounds=50 run.out=runs/ark6",
+                                   "arkx pretrain --resume runs/ark6"))
+    p.add_argument("config", nargs="?", type=Path,
+                   help="YAML config file, or the name of a shipped one (ark6-swinb224); omit with --resume")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="with --resume: continue although a dataset's records or images changed since the checkpoint")
+
+
+def _cmd_pretrain(args) -> int:
+    from .. import api
+
+    from ..errors import ArkxValueError
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in str(config) and not config.exists():
+        config, overrides = None, [str(config)] + overrides  # `--resume RUN key=val`: an override, not a file
+    if args.resume:
+        # With a CONFIG too, it must match the run's own config (checked by resume); without, the run's is
+        # used, and overrides that would change it are refused with the keys they change.
+        summary = api.resume(args.resume, config, overrides=overrides, progress=not args.quiet,
+                             accept_data_change=args.accept_data_change)
+    else:
+        if config is None:
+            raise ArkxValueError("a CONFIG file is required (or --resume DIR)")
+        if args.accept_data_change:
+            raise ArkxValueError("--accept-data-change applies to --resume only")
+        summary = api.pretrain(config, overrides=overrides, progress=not args.quiet)
+    print(f"steps {summary.steps_done}/{summary.total_steps}, {summary.images_seen} images in "
+          f"{summary.train_seconds:.1f} s; run folder {summary.out}")
+    for model, per in summary.final.items():
+        for name, auc in per.items():
+            print(f"  test mean AUC  {model:<8} {name:<14} {auc:.4f}")
+    for name, count in summary.skipped_images.items():
+        if count:
+            print(f"  {name}: {count} unreadable image(s) skipped (see the log)")
+    return 0
+
