@@ -105,7 +105,7 @@ def test_synth_onto_a_file_or_a_read_only_folder_is_one_line(tmp_path, capsys, m
     assert f"{target} is a file" in _one_error_line(capsys, "synth")
     assert main(["synth", str(tmp_path / "s"), "--n", "5"]) == 2
     assert "need n >= 10" in _one_error_line(capsys, "synth")
-    import arkx.data.synth as synth
+    import arkx.synth as synth
 
     def read_only(*args, **kwargs):  # the tests run as root, for whom chmod does not make a folder read-only
         raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "ro" / "shenzhen"))

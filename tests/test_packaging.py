@@ -57,7 +57,7 @@ def test_wheel_holds_every_module_and_shipped_config(wheel):
     expected = package_files()
     assert "arkx/configs/ark6-swinb224.yaml" in expected  # the configs live inside the package
     assert {p.parent.as_posix() for p in map(Path, expected) if p.name == "__init__.py"} >= {
-        "arkx", "arkx/data", "arkx/data/adapters", "arkx/data/synth", "arkx/evaluation", "arkx/models",
+        "arkx", "arkx/data", "arkx/data/adapters", "arkx/synth", "arkx/evaluation", "arkx/models",
         "arkx/training"}
     assert sorted(expected - shipped) == [], "in the source package but not in the wheel"
     assert sorted(shipped - expected) == [], "in the wheel but not in the source package"

@@ -376,7 +376,7 @@ def inspect_dataset(type: str, root: str | Path, **options: Any) -> dict:
 
 def synthesize(out: str | Path, seed: int = 0, n: int = 200, size: int = 128, datasets=None) -> dict[str, Path]:
     """Write the synthetic datasets in their official layouts; returns adapter name -> root."""
-    from .data.synth import synthesize as _synth
+    from .synth import synthesize as _synth
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -18,7 +18,7 @@ from arkx.data.cache import open_cache
 from arkx.data.io import load_resized
 from arkx.data.loaders import prepare_images
 from arkx.data.masks import decode_mask
-from arkx.data.synth import WRITERS
+from arkx.synth import WRITERS
 
 #: options a user passes for the generic layouts' example data (the others need none)
 OPTIONS = {"csv": dict(csv="labels.csv", patient_column="patient", split_column="split", sex_column="sex",

@@ -15,7 +15,7 @@ from ._common import _examples, _parse_options
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write synthetic datasets in the providers' official layouts",
                        description="Write synthetic chest X-ray datasets in the providers' official layouts.",
-                       **_examples("arkx synth data/synth --n 200 --datasets chexpert shenzhen"))
+                       **_examples("arkx synth synth --n 200 --datasets chexpert shenzhen"))
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=200, help="images per dataset")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..raw_img import JSRT_PIXEL_MM, JSRT_SIDE, write_jsrt_img
+from ..data.raw_img import JSRT_PIXEL_MM, JSRT_SIDE, write_jsrt_img
 from .anatomy import STRUCTURAL, Case, Finding, Site, _disk, _geometry, _grid, _segment_dist, draw_case, to_uint8
 
 #: acquisition look of each segmentation dataset (no burned-in markers: they could cover a structure)
@@ -249,7 +249,7 @@ def write_vindr_ribcxr(folder: Path, rng: np.random.Generator, n: int, size: int
 
 
 def _rle(mask: np.ndarray) -> str:
-    from ..masks import rle_encode_chexmask
+    from ..data.masks import rle_encode_chexmask
 
     return rle_encode_chexmask(mask)
 

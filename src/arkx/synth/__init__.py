@@ -27,7 +27,7 @@ import shutil
 import zlib
 from pathlib import Path
 
-from ...errors import ArkxValueError
+from ..errors import ArkxValueError
 from typing import Iterable
 
 import numpy as np
@@ -79,7 +79,7 @@ def synthesize(
         folder.mkdir(parents=True)
         roots[name] = WRITERS[name](folder, dataset_rng(seed, name), int(n), int(size))
     manifest = {
-        "generator": "arkx.data.synth",
+        "generator": "arkx.synth",
         "seed": int(seed),
         "n": int(n),
         "size": int(size),

@@ -13,9 +13,9 @@ from arkx.data.adapters import check_images_exist, read_dataset
 from arkx.data.masks import rle_decode_chexmask
 from arkx.data.masks import decode_mask
 from arkx.data.raw_img import read_jsrt_img
-from arkx.data.synth import WRITERS, synthesize
-from arkx.data.synth.anatomy import Case, Finding
-from arkx.data.synth.layouts_seg import rib_polygons, structure_masks
+from arkx.synth import WRITERS, synthesize
+from arkx.synth.anatomy import Case, Finding
+from arkx.synth.layouts_seg import rib_polygons, structure_masks
 
 SEG = ("jsrt", "montgomery", "chexmask", "mask_folder")
 N, SIZE = 24, 128

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import masks as M
-from ..mha import write_mha
+from ..data import masks as M
+from ..data.mha import write_mha
 from .anatomy import Case, Finding, Site, draw_case, to_uint8
 from .layouts import _save_gray, _seed, _sex_age, _uid, _uuid_like, _write_csv, _write_dicom
 

@@ -12,9 +12,9 @@ from scipy import ndimage
 from arkx.data import masks as M
 from arkx.data.adapters import read_dataset
 from arkx.data.mha import read_mha
-from arkx.data.synth import dataset_rng, synthesize
-from arkx.data.synth.anatomy import Case, Finding, draw_case, to_uint8
-from arkx.data.synth.layouts_loc import GENERATORS, LOC_SITES, WRITERS, zero_strength
+from arkx.synth import dataset_rng, synthesize
+from arkx.synth.anatomy import Case, Finding, draw_case, to_uint8
+from arkx.synth.layouts_loc import GENERATORS, LOC_SITES, WRITERS, zero_strength
 
 N, SIZE, SEED = 30, 64, 3
 NAMES = tuple(WRITERS)
@@ -53,7 +53,7 @@ def test_drawn_components_are_tight_boxes_of_their_regions(concepts):
 
 
 def test_all_writers_registered():
-    from arkx.data.synth import WRITERS as ALL
+    from arkx.synth import WRITERS as ALL
 
     assert {"siim_acr", "candid_ptx", "tbx11k", "node21", "chestx_det", "coco"} <= set(ALL)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters._common import carve_validation
+from ..data.adapters._common import carve_validation
 from .anatomy import Case, Finding, Site
 from .layouts import (
     LABEL_CONCEPTS,

@@ -14,9 +14,9 @@ import pydicom
 import pytest
 from PIL import Image
 
-from arkx.data.synth import SYNTH_DATASETS, synthesize
-from arkx.data.synth.anatomy import CONCEPTS, Case, Finding, draw_case
-from arkx.data.synth.layouts import (
+from arkx.synth import SYNTH_DATASETS, synthesize
+from arkx.synth.anatomy import CONCEPTS, Case, Finding, draw_case
+from arkx.synth.layouts import (
     CHEXPERT_COLUMNS,
     CHEXPERT_LABELS,
     LABEL_CONCEPTS,
