@@ -9,7 +9,7 @@ import torch
 
 from arkx.data.loaders import PreparedDataset
 from arkx.data.records import Records, Task
-from arkx.models.ark import ArkModel, HeadSpec
+from arkx.models.ark import ArkModel
 from arkx.models.backbones import create_backbone
 
 TINY_SWIN = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4, img_size=32)
@@ -73,4 +73,4 @@ def tiny_model(heads, seed: int = 0) -> ArkModel:
 
 @pytest.fixture
 def tiny_heads():
-    return [HeadSpec("alpha", "multilabel", ("a1", "a2", "a3")), HeadSpec("beta", "multiclass", ("b1", "b2"))]
+    return [Task("alpha", "multilabel", ("a1", "a2", "a3")), Task("beta", "multiclass", ("b1", "b2"))]

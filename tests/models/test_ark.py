@@ -1,6 +1,7 @@
 import torch
 
-from arkx.models.ark import ArkModel, HeadSpec
+from arkx.models.ark import ArkModel
+from arkx.tasks import Task
 
 from ..conftest import tiny_model
 
@@ -18,12 +19,12 @@ def test_heads_read_the_projection_and_keep_label_order(tiny_heads):
 def test_add_head_for_incremental_pretraining(tiny_heads):
     model = tiny_model(tiny_heads)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.add_head(HeadSpec("covid", "multilabel", ("COVID-19",)))
+    model.add_head(Task("covid", "multilabel", ("COVID-19",)))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert after["heads.covid.weight"].shape == (1, 24)
     try:
-        model.add_head(HeadSpec("covid", "multilabel", ("x",)))
+        model.add_head(Task("covid", "multilabel", ("x",)))
     except ValueError as err:
         assert "exists" in str(err)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from arkx.models.ark import HeadSpec
+from arkx.tasks import Task
 from arkx.training.state import save_checkpoint
 
 from ..conftest import TINY_SWIN, tiny_model
@@ -13,7 +13,7 @@ from ..conftest import TINY_SWIN, tiny_model
 
 def test_last_pt_offers_the_teacher_backbone_to_timm(tmp_path):
     """`last.pt` loads into a plain timm Swin (timm reads ``state_dict_ema``) and gives the teacher's features."""
-    heads = [HeadSpec("alpha", "multilabel", ("a1", "a2", "a3"))]
+    heads = [Task("alpha", "multilabel", ("a1", "a2", "a3"))]
     student, teacher = tiny_model(heads, seed=0), tiny_model(heads, seed=1).eval()
     last = save_checkpoint(tmp_path, step_done=2, student=student, teacher=teacher,
                            optimizer=torch.optim.SGD(student.parameters(), lr=0.1),

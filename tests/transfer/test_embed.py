@@ -18,7 +18,7 @@ from arkx.cli import main
 from arkx.data.loaders import prepare_images
 from arkx.data.transforms import eval_view
 from arkx.errors import ArkxValueError
-from arkx.models.ark import HeadSpec
+from arkx.tasks import Task
 from arkx.transfer import EmbeddingTable, embed, load_embeddings, save_embeddings
 from tests.conftest import tiny_model
 from tests.reliability.conftest import tiny_config
@@ -34,7 +34,7 @@ def shenzhen_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model([HeadSpec("shenzhen", "multilabel", ("Tuberculosis",))], seed=3).eval()
+    return tiny_model([Task("shenzhen", "multilabel", ("Tuberculosis",))], seed=3).eval()
 
 
 def by_hand(model, root, cache_dir, forward: str) -> dict[str, np.ndarray]:

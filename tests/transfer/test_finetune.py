@@ -17,7 +17,7 @@ from arkx.cli import main
 from arkx.errors import ArkxError
 from arkx.evaluation.metrics import AucResult
 from arkx.transfer import finetune as ft
-from arkx.models.ark import HeadSpec
+from arkx.tasks import Task
 from tests.conftest import TINY_SWIN, tiny_model
 from tests.reliability.conftest import tiny_config
 
@@ -61,7 +61,7 @@ def export(tmp_path_factory, target):
     folder = tmp_path_factory.mktemp("ft-export")
     cfg = as_config(tiny_config(dict.fromkeys(("chexpert", "shenzhen", "rsna"), target), folder / "run",
                                 datasets=("shenzhen",), model=dict(backbone_kwargs=TINY_SWIN, projector_dim=24)))
-    model = tiny_model([HeadSpec("shenzhen", "multilabel", ("Tuberculosis",))], seed=7)
+    model = tiny_model([Task("shenzhen", "multilabel", ("Tuberculosis",))], seed=7)
     return export_model(model, cfg, folder / "teacher.safetensors")
 
 

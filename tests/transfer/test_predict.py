@@ -18,7 +18,8 @@ from arkx.cli import main
 from arkx.data.io import load_resized
 from arkx.data.transforms import eval_view
 from arkx.errors import ArkxRuntimeError, ArkxValueError
-from arkx.models.ark import ArkModel, HeadSpec
+from arkx.models.ark import ArkModel
+from arkx.tasks import Task
 from arkx.models.backbones import create_backbone
 from arkx.transfer.predict import CAM_ALPHA, HeadModule, predict
 from tests.conftest import TINY_SWIN, tiny_model
@@ -26,8 +27,8 @@ from tests.data.test_io import write_dicom
 from tests.reliability.conftest import tiny_config
 
 IMAGE, CACHE = 32, 36
-HEADS = [HeadSpec("alpha", "multilabel", ("a1", "Pleural Effusion", "a3")),
-         HeadSpec("beta", "multiclass", ("b1", "b2"))]
+HEADS = [Task("alpha", "multilabel", ("a1", "Pleural Effusion", "a3")),
+         Task("beta", "multiclass", ("b1", "b2"))]
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,7 @@ class BrightnessBackbone(torch.nn.Module):
 def test_the_heatmap_peaks_where_the_evidence_is(nhwc):
     from arkx.transfer.predict import grad_cam
 
-    model = ArkModel(BrightnessBackbone(nhwc), [HeadSpec("h", "multilabel", ("bright",))], projector="none").eval()
+    model = ArkModel(BrightnessBackbone(nhwc), [Task("h", "multilabel", ("bright",))], projector="none").eval()
     with torch.no_grad():  # the finding is "bright": brightness for, darkness against
         model.heads["h"].weight.copy_(torch.tensor([[1.0, -1.0]]))
         model.heads["h"].bias.zero_()

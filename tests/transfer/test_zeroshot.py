@@ -19,7 +19,8 @@ from arkx.data.adapters.vindr_cxr import ALL_LABELS, GLOBAL_LABELS
 from arkx.data.loaders import prepare_images
 from arkx.data.transforms import eval_view
 from arkx.errors import ArkxValueError
-from arkx.models.ark import HeadSpec, build_model
+from arkx.models.ark import build_model
+from arkx.tasks import Task
 from arkx.models.released import AUTHORS_DATASETS
 from arkx.transfer.label_maps import LABEL_MAPS, match_labels
 from arkx.transfer.zeroshot import zeroshot
@@ -39,8 +40,8 @@ def nih_root(tmp_path_factory):
 def model():
     """CheXpert and RSNA heads; label j of the CheXpert head reads embedding dimension j (set by hand), so
     every label scores the images differently."""
-    m = tiny_model([HeadSpec("chexpert", "multilabel", CHEXPERT_LABELS),
-                    HeadSpec("rsna", "multiclass", RSNA_CLASSES)], seed=4).eval()
+    m = tiny_model([Task("chexpert", "multilabel", CHEXPERT_LABELS),
+                    Task("rsna", "multiclass", RSNA_CLASSES)], seed=4).eval()
     with torch.no_grad():
         head = m.heads["chexpert"]
         head.weight.zero_()
@@ -143,7 +144,7 @@ def test_cli_writes_the_per_label_table(nih_root, tmp_path, capsys):
     cfg = as_config(tiny_config(dict.fromkeys(("chexpert", "shenzhen", "rsna"), nih_root), tmp_path / "run",
                                 datasets=("shenzhen",)))
     torch.manual_seed(0)
-    model = build_model(cfg.model, [HeadSpec("chexpert", "multilabel", CHEXPERT_LABELS)])
+    model = build_model(cfg.model, [Task("chexpert", "multilabel", CHEXPERT_LABELS)])
     export = export_model(model, cfg, tmp_path / "teacher.safetensors")
     out = tmp_path / "zs.csv"
     assert main(["--quiet", "zeroshot", str(export), "--head", "chexpert", "--type", "nih14", "--root",

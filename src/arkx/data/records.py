@@ -14,17 +14,15 @@ MIMIC head was in alphabetical order while everything named it in CheXpert order
 from __future__ import annotations
 
 from ..errors import ArkxValueError
+from ..tasks.base import Task
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
-TaskKind = Literal["multilabel", "multiclass"]
 
 #: Columns every ``Records.images`` frame has, in this order.
 IMAGE_COLUMNS = ("image_id", "path", "patient_id", "split", "view", "sex", "age")
@@ -32,29 +30,6 @@ IMAGE_COLUMNS = ("image_id", "path", "patient_id", "split", "view", "sex", "age"
 
 class DatasetFormatError(ArkxValueError):
     """A dataset folder does not match the provider's layout (names the file, row and what was expected)."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """One classification task of a dataset: its kind and its label names in head order.
-
-    ``multilabel``: sigmoid per label, targets in {1, 0, -1, NaN}.
-    ``multiclass``: softmax over ``label_names``; targets are one-hot rows (all NaN when missing).
-    """
-
-    name: str
-    kind: TaskKind
-    label_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"task {self.name!r}: duplicated label names {self.label_names}")
-        if self.kind not in ("multilabel", "multiclass"):
-            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}")
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.label_names)
 
 
 @dataclass
@@ -79,6 +54,10 @@ class Records:
         split_source: how splits were obtained: ``"official"`` (provider's split files) or
             ``"seeded-patient"`` (seeded patient-level split made by arkx; the seed is recorded).
         notes: free-form facts worth reporting (e.g. aggregation rule for several readers).
+        box_label_names: the detection classes in head order (default: the sorted labels of ``boxes``,
+            fixed when the records are made, so every split and subset shares them).
+        mask_label_names: the segmentation structures in head order (default: the sorted labels of
+            ``masks``, fixed the same way).
     """
 
     dataset: str
@@ -90,9 +69,13 @@ class Records:
     masks: pd.DataFrame | None = None
     split_source: str = "official"
     notes: dict[str, object] = field(default_factory=dict)
+    box_label_names: tuple[str, ...] | None = None
+    mask_label_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        self.box_label_names = _label_names(self.boxes, self.box_label_names, self.dataset, "boxes")
+        self.mask_label_names = _label_names(self.masks, self.mask_label_names, self.dataset, "masks")
         missing = [c for c in IMAGE_COLUMNS if c not in self.images.columns]
         if missing:
             raise ValueError(f"{self.dataset}: records are missing columns {missing}")
@@ -118,6 +101,22 @@ class Records:
     def label_names(self) -> tuple[str, ...]:
         return self.task.label_names if self.task else ()
 
+    def tasks(self, head_name: str | None = None) -> list[Task]:
+        """Every task these records can train: the classification task (if any), detection (boxes, or boxes
+        derived from masks when there are masks only) and segmentation (masks), each named ``head_name``
+        (default: the classification task's name, else the dataset's)."""
+        name = head_name or (self.task.name if self.task else self.dataset)
+        out = []
+        if self.task is not None:
+            out.append(Task(name, self.task.kind, self.task.label_names))
+        if self.box_label_names:
+            out.append(Task(name, "detection", self.box_label_names))
+        elif self.mask_label_names:
+            out.append(Task(name, "detection", self.mask_label_names))
+        if self.mask_label_names:
+            out.append(Task(name, "segmentation", self.mask_label_names))
+        return out
+
     def split(self, name: str) -> Records:
         """The subset of one split (a new Records; boxes filtered to its images)."""
         if name not in SPLITS:
@@ -137,3 +136,17 @@ class Records:
 
     def absolute_paths(self) -> list[Path]:
         return [self.root / p for p in self.images["path"]]
+
+
+def _label_names(frame: pd.DataFrame | None, declared: tuple[str, ...] | None, dataset: str,
+                 what: str) -> tuple[str, ...] | None:
+    """The declared names (checked against the frame's labels), else the frame's sorted labels, else None."""
+    present = [] if frame is None or len(frame) == 0 or "label" not in frame else sorted(map(str, frame["label"].unique()))
+    if declared is None:
+        return tuple(present) or None
+    declared = tuple(map(str, declared))
+    unknown = sorted(set(present) - set(declared))
+    if unknown:
+        raise DatasetFormatError(f"{dataset}: {what} have labels {unknown} that are not among the declared "
+                                 f"{what} labels {list(declared)}")
+    return declared

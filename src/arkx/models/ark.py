@@ -9,22 +9,13 @@ head and nothing else changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable
 
 import torch
 from torch import nn
 
+from ..tasks import Task
 from .backbones import create_backbone
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """A classification head: its dataset head name, kind and output (label) names in order."""
-
-    name: str
-    kind: Literal["multilabel", "multiclass"]
-    label_names: tuple[str, ...]
 
 
 def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -38,7 +29,7 @@ def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
 
 
 class ArkModel(nn.Module):
-    def __init__(self, backbone: nn.Module, heads: Iterable[HeadSpec], projector: str = "linear",
+    def __init__(self, backbone: nn.Module, heads: Iterable[Task], projector: str = "linear",
                  projector_dim: int = 1376):
         super().__init__()
         self.backbone = backbone
@@ -46,11 +37,11 @@ class ArkModel(nn.Module):
         self.embed_dim = feat_dim if projector == "none" else projector_dim
         self.projector = build_projector(projector, feat_dim, self.embed_dim)
         self.heads = nn.ModuleDict()
-        self.head_specs: dict[str, HeadSpec] = {}
+        self.head_specs: dict[str, Task] = {}
         for spec in heads:
             self.add_head(spec)
 
-    def add_head(self, spec: HeadSpec) -> None:
+    def add_head(self, spec: Task) -> None:
         if spec.name in self.heads:
             raise ValueError(f"head {spec.name!r} exists already")
         self.heads[spec.name] = nn.Linear(self.embed_dim, len(spec.label_names))
@@ -72,7 +63,7 @@ class ArkModel(nn.Module):
         return [dict(name=s.name, kind=s.kind, label_names=list(s.label_names)) for s in self.head_specs.values()]
 
 
-def build_model(model_cfg, heads: Iterable[HeadSpec]) -> ArkModel:
+def build_model(model_cfg, heads: Iterable[Task]) -> ArkModel:
     """An ArkModel from a :class:`arkx.config.ModelConfig`."""
     backbone = create_backbone(model_cfg.backbone, model_cfg.checkpoint,
                                checkpoint_resize=model_cfg.checkpoint_resize, **model_cfg.backbone_kwargs)

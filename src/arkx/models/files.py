@@ -19,7 +19,8 @@ from .. import __version__
 from ..config import ArkConfig, load_config
 from ..data.transforms import MEAN, STD
 from ..errors import ArkxFileNotFoundError, ArkxValueError
-from .ark import ArkModel, HeadSpec, build_model
+from .ark import ArkModel, build_model
+from ..tasks import Task
 
 EXPORT_FORMAT = "arkx-model/1"
 CONFIG_FILE = "config.yaml"
@@ -68,7 +69,7 @@ def load_model(path: str | Path, which: str = "teacher") -> ArkModel:
     run_dir = path.parent.parent
     state = load_checkpoint(path)
     cfg = load_config(run_dir / CONFIG_FILE)
-    heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in state["extra"].get("heads", [])]
+    heads = [Task(h["name"], h["kind"], tuple(h["label_names"])) for h in state["extra"].get("heads", [])]
     if not heads:
         raise ArkxValueError(f"{path}: checkpoint does not record its heads")
     model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads)
@@ -92,7 +93,7 @@ def _load_export(path: Path) -> ArkModel:
     from ..config import ModelConfig
 
     model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
-    heads = [HeadSpec(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
+    heads = [Task(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
     model = build_model(model_cfg, heads)
     _load_strict(model, state, path)
     return model.eval()

@@ -33,7 +33,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ArkxValueError
-from .ark import ArkModel, HeadSpec
+from .ark import ArkModel
+from ..tasks import Task
 from .backbones import create_backbone, describe_unused, format_key_mismatch, to_model_layout
 from .weights import load_state_dict_file
 
@@ -66,11 +67,11 @@ AUTHORS_DATASETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 ARK6_ORDER = ("MIMIC", "CheXpert", "ChestXray14", "RSNAPneumonia", "VinDrCXR", "Shenzhen")
 
 
-def authors_head(dataset: str) -> HeadSpec:
+def authors_head(dataset: str) -> Task:
     """The head of one of the authors' datasets (their name, e.g. ``ChestXray14``, or arkx's, ``nih14``)."""
     for authors_name, (name, kind, labels) in AUTHORS_DATASETS.items():
         if dataset in (authors_name, name):
-            return HeadSpec(name, kind, labels)
+            return Task(name, kind, labels)
     known = ", ".join(f"{a} ({n})" for a, (n, _, _) in AUTHORS_DATASETS.items())
     raise ArkxValueError(f"unknown dataset {dataset!r} for a released Ark head; known: {known}")
 
@@ -87,7 +88,7 @@ class ReleasedVariant:
     projector_dim: int = 1376
     datasets: tuple[str, ...] = ARK6_ORDER
 
-    def heads(self) -> list[HeadSpec]:
+    def heads(self) -> list[Task]:
         return [authors_head(d) for d in self.datasets]
 
 
@@ -180,19 +181,19 @@ def detect_variant(state: dict[str, torch.Tensor]) -> ReleasedVariant | None:
     return None
 
 
-def load_released(path: str | Path, variant: str | ReleasedVariant = "auto", heads: Sequence[str | HeadSpec] | None = None,
+def load_released(path: str | Path, variant: str | ReleasedVariant = "auto", heads: Sequence[str | Task] | None = None,
                   which: str = "teacher") -> ArkModel:
     """An authors' Ark / Ark+ checkpoint as an :class:`ArkModel` in eval mode, every tensor of it used.
 
     ``variant``: ``ark6`` (Swin-B 224, MLP projector), ``ark_plus`` (Swin-L 768, window 12, linear
     projector), ``ark_plus_covidx`` (plus a COVIDx head), a :class:`ReleasedVariant`, or ``auto`` (read
     from the file's shapes). ``heads`` replaces the variant's dataset order (names as in the authors'
-    ``--data_set`` or arkx's adapters, or :class:`HeadSpec`) for a file trained with another order.
+    ``--data_set`` or arkx's adapters, or :class:`Task`) for a file trained with another order.
     """
     path = Path(path)
     state = authors_state(path, which)
     spec = _resolve_variant(variant, state, path)
-    head_specs = [h if isinstance(h, HeadSpec) else authors_head(h) for h in heads] if heads is not None else spec.heads()
+    head_specs = [h if isinstance(h, Task) else authors_head(h) for h in heads] if heads is not None else spec.heads()
     model = ArkModel(create_backbone(spec.backbone, **spec.backbone_kwargs), head_specs,
                      projector=spec.projector, projector_dim=spec.projector_dim)
     model.arkx_source = dict(format="authors-ark", variant=spec.name, which=which, file=str(path),
@@ -231,7 +232,7 @@ def _resolve_variant(variant: str | ReleasedVariant, state: dict, path: Path) ->
     return VARIANTS[variant]
 
 
-def _to_arkx_keys(model: ArkModel, state: dict[str, torch.Tensor], heads: list[HeadSpec], path: Path
+def _to_arkx_keys(model: ArkModel, state: dict[str, torch.Tensor], heads: list[Task], path: Path
                   ) -> dict[str, torch.Tensor]:
     """The file's tensors under ``model``'s keys; the recomputed buffers are checked, the ImageNet
     classifier logged; every other key is kept (an unknown one then fails the caller's key check)."""

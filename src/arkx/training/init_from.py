@@ -17,7 +17,8 @@ import torch
 
 from ..config import ArkConfig, ConfigError
 from ..data.records import Records
-from ..models.ark import ArkModel, HeadSpec, build_model
+from ..models.ark import ArkModel, build_model
+from ..tasks import Task
 from ..models.files import load_model
 from .engine import Engine
 from .state import LAST
@@ -25,9 +26,9 @@ from .state import LAST
 log = logging.getLogger("arkx")
 
 
-def heads_for(datasets) -> list[HeadSpec]:
+def heads_for(datasets) -> list[Task]:
     """One head per dataset (``{name: Records}`` or ``{name: PreparedDataset}``), named after it."""
-    return [HeadSpec(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
+    return [Task(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
 
 
 def _initial_weights(cfg: ArkConfig, records: dict[str, Records]) -> dict[str, ArkModel]:
@@ -54,7 +55,7 @@ def _initial_weights(cfg: ArkConfig, records: dict[str, Records]) -> dict[str, A
     return models
 
 
-def _check_heads_fit(old: ArkModel, new_heads: list[HeadSpec], source: Path) -> None:
+def _check_heads_fit(old: ArkModel, new_heads: list[Task], source: Path) -> None:
     """A head kept from the old run must predict the same labels in the same order (its weights are per label)."""
     for spec in new_heads:
         was = old.head_specs.get(spec.name)

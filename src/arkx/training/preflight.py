@@ -20,7 +20,8 @@ import torch
 from ..config import ArkConfig, ConfigError
 from ..errors import ArkxValueError
 from ..evaluation.metrics import excluded_labels
-from ..models.ark import HeadSpec, build_model
+from ..models.ark import build_model
+from ..tasks import Task
 
 log = logging.getLogger("arkx")
 
@@ -102,7 +103,7 @@ def _check_model_fits(cfg: ArkConfig) -> None:
     take is found before any cache is prepared."""
     model_cfg = cfg.model.model_copy(update={"checkpoint": None})
     size = cfg.data.image_size
-    heads = [HeadSpec("check", "multilabel", ("x",))]
+    heads = [Task("check", "multilabel", ("x",))]
     for device in ("meta", "cpu"):  # a backbone that cannot be built on meta is built for real, once
         try:
             with torch.device(device):

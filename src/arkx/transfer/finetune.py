@@ -375,9 +375,9 @@ def _prepare(cfg: FinetuneConfig, initial: _Initial, out: Path, progress: bool):
 
 
 def _head_spec(data):
-    from ..models.ark import HeadSpec
+    from ..tasks import Task
 
-    return HeadSpec(data.name, data.task.kind, tuple(data.task.label_names))
+    return Task(data.name, data.task.kind, tuple(data.task.label_names))
 
 
 def _optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
