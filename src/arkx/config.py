@@ -19,6 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from .config_yaml import MAX_EXPANDED_NODES, ConfigError, load_yaml_text, read_yaml_file  # noqa: F401
 
 UncertainPolicy = Literal["ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"]
+#: The named choices of the training section (the schedule's functions are typed with them).
+TrainingMode = Literal["cyclic", "concurrent"]
+LrSchedule = Literal["cosine", "constant"]
+EmaSchedule = Literal["cosine", "constant"]
+RampSchedule = Literal["cosine", "constant"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "bf16", "fp16", "off"]
+#: The consistency site of Ark: the projector's output (the embedding every classification head reads).
+PROJECTION_SITE = "projection"
 
 
 class _Strict(BaseModel):
@@ -28,7 +37,7 @@ class _Strict(BaseModel):
 class RunConfig(_Strict):
     out: Path = Path("runs/arkx")
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     deterministic: bool = True  # deterministic algorithms where torch has them (bitwise resume on CPU)
 
 
@@ -193,18 +202,49 @@ class EmaConfig(_Strict):
 
     momentum_start: float = Field(default=0.9, ge=0.0, lt=1.0)
     momentum_end: float = Field(default=1.0, ge=0.0, le=1.0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: EmaSchedule = "cosine"
 
 
 class ConsistencyConfig(_Strict):
-    """loss = (1 - c) * task + c * MSE(student projection, teacher projection)."""
+    """loss = (1 - c) * task + c * MSE(student projection, teacher projection), c ramped up to ``weight``.
 
-    weight: float = Field(default=0.5, ge=0.0, le=1.0)  # c at the end of the ramp
-    ramp: Literal["cosine", "constant"] = "cosine"
+    With ``sites`` (a mapping from a named feature site to its weight at the end of the ramp), every site
+    ``s`` adds ``c_s * MSE(student features at s, teacher features at s)`` and the task term keeps
+    ``1 - sum(c_s)``. Sites: ``projection`` (the projector's output; Ark's site) and ``pooled`` (the
+    backbone's pooled features); :mod:`arkx.training.objective` lists them. A site of weight 0 is not
+    computed. Unset (the default), ``sites`` is ``{projection: weight}``, exactly Ark's loss.
+    """
+
+    weight: float = Field(default=0.5, ge=0.0, le=1.0)  # c at the end of the ramp (the projection site's)
+    ramp: RampSchedule = "cosine"
+    sites: dict[str, float] | None = None  # site -> weight at the end of the ramp; None = {projection: weight}
+
+    @field_validator("sites")
+    @classmethod
+    def _known_sites(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        from .training.objective import site_names
+
+        known = site_names()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown consistency site(s) {unknown}; known sites: {', '.join(known)}")
+        bad = {k: w for k, w in value.items() if not 0.0 <= w <= 1.0}
+        if bad:
+            raise ValueError(f"site weights must be in [0, 1], got {bad}")
+        if sum(value.values()) > 1.0:
+            raise ValueError(f"site weights sum to {sum(value.values())}; at most 1 (the task term keeps 1 - sum)")
+        return value
+
+    @property
+    def site_weights(self) -> dict[str, float]:
+        """Weight of each consistency site at the end of the ramp (``{projection: weight}`` unless ``sites``)."""
+        return {PROJECTION_SITE: self.weight} if self.sites is None else dict(self.sites)
 
 
 class TrainingConfig(_Strict):
-    mode: Literal["cyclic", "concurrent"] = "cyclic"
+    mode: TrainingMode = "cyclic"
     rounds: int = Field(default=200, ge=1)
     order: list[str] | None = None  # dataset head names in cycle order; default = config order
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -213,11 +253,11 @@ class TrainingConfig(_Strict):
     nesterov: bool = True
     weight_decay: float = Field(default=0.0, ge=0.0)
     warmup_rounds: float = Field(default=20, ge=0.0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_schedule: LrSchedule = "cosine"
     min_lr: float = Field(default=0.0, ge=0.0)
     max_iters_per_epoch: int | None = Field(default=None, ge=1)  # cap per dataset epoch (quick runs)
     grad_clip: float | None = Field(default=None, gt=0.0)
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    amp: Precision = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: bool = False
     channels_last: bool = False
     # stop: a NaN/Inf loss ends the run, naming the batch (found at the next read-back, see log_every);

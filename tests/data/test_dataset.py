@@ -125,3 +125,22 @@ def test_bad_arguments_are_one_line_errors(roots):
         ImageDataset("nih14", roots["nih14"], source="cache")
     with pytest.raises(ArkxValueError, match="grayscale"):
         preprocess(torch.zeros(3, 8, 8), 8)
+
+
+@pytest.mark.parametrize("source", ["original", "cache"])
+def test_boxes_follow_the_image_when_it_is_resized(roots, tmp_path, source):
+    """Boxes are in file pixels; with ``size`` the image is ``size x size``, so they are scaled by
+    ``size / width`` and ``size / height`` of the original (they were not scaled before)."""
+    records = arkx.read_dataset("rsna", roots["rsna"])
+    with_box = records.boxes["image_id"].iloc[-1]
+    row = int(np.flatnonzero(records.images["image_id"].to_numpy() == with_box)[0])
+    height, width = read_image(records.root / records.images["path"].iloc[row]).shape
+    size = 24
+    ds = ImageDataset(records, source=source, size=size, cache_dir=tmp_path / "cache")
+    i = int(np.flatnonzero(ds.rows == row)[0])
+    sample = ds[i]
+    assert sample["image"].shape == (1, size, size)
+    expected = records.boxes[records.boxes["image_id"] == with_box][["x_min", "y_min", "x_max", "y_max"]].to_numpy()
+    expected = expected * np.array([size / width, size / height] * 2)
+    np.testing.assert_allclose(sample["boxes"].numpy(), expected, rtol=1e-6)
+    assert (height, width) != (size, size)  # the scaling is really exercised

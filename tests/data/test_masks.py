@@ -303,3 +303,10 @@ def test_real_siim_rle_file():
         assert M.rle_encode_kaggle(mask) == text  # canonical: re-encodes to the same string
         total += n
     assert total > 0
+
+
+def test_every_public_name_is_importable_from_the_package():
+    # arkx.data.masks is a package split by concern (rle, polygon, boxes, decode); its names stay here
+    assert {"decode_mask", "mask_to_box", "component_boxes", "HAVE_SCIPY", "rle_decode_chexmask",
+            "rle_encode_chexmask", "MaskDecodeError", "MASK_COLUMNS"} <= set(M.__all__)
+    assert [name for name in M.__all__ if not hasattr(M, name)] == []

@@ -24,10 +24,12 @@ import pytest
 from PIL import Image
 
 import arkx.data.cache as cache_mod
+import arkx.data.cache_files as cache_files
 from arkx.data.cache import (CacheDiskFull, CacheNotReady, CacheNotWritable, CorruptCacheRow, cache_key,
                              clean_cache, open_cache, prepare)
 from arkx.data.cache_lock import LockBusy, folder_lock
 from arkx.data.io import load_resized
+from arkx.data.batch import collate
 from arkx.data.loaders import CachedImages, prepare_images
 from arkx.data.records import IMAGE_COLUMNS, Records
 
@@ -374,11 +376,11 @@ def test_a_format_1_cache_is_refused_with_a_message_and_rebuilt(tmp_path, caplog
     idx = index_of(folder)
     idx["version"] = 1
     (folder / "index.json").write_text(json.dumps(idx))
-    with pytest.raises(CacheNotReady, match="version 1, this arkx reads version 2"):
+    with pytest.raises(CacheNotReady, match=f"version 1, this arkx reads version {cache_mod.FORMAT_VERSION}"):
         open_cache(folder)
     with caplog.at_level(logging.WARNING, logger="arkx.data"):
         out = prepare(rec, folder, SIZE, progress=False)
-    assert index_of(folder)["version"] == 2 and out.verify() == []
+    assert index_of(folder)["version"] == cache_mod.FORMAT_VERSION and out.verify() == []
     assert any("rebuilding" in r.getMessage() and "format version 1" in r.getMessage() for r in caplog.records)
 
 
@@ -408,8 +410,8 @@ def test_a_row_failing_its_checksum_stops_the_loader_and_repair_fixes_it(tmp_pat
     repaired = prepare(rec, folder, SIZE, progress=False, repair=True)
     assert repaired.repaired == [3] and repaired.verify() == []
     np.testing.assert_array_equal(repaired.read(3), load_resized(rec.absolute_paths()[3], SIZE))
-    batches = [b[0] for b in DataLoader(CachedImages(repaired, np.zeros((8, 1), np.float32), np.arange(8)),
-                                        batch_size=4)]
+    batches = [b.images for b in DataLoader(CachedImages(repaired, np.zeros((8, 1), np.float32), np.arange(8)),
+                                        batch_size=4, collate_fn=collate)]
     assert torch.cat(batches).shape == (8, 1, SIZE, SIZE)
 
 
@@ -483,7 +485,7 @@ def tiny_tmpfs(folder: Path, size: str = "1M"):
 def test_too_little_space_is_refused_before_writing(tmp_path, monkeypatch):
     rec = make_records(tmp_path / "data", n=80)  # 80 x 128 x 128 = 1.3 MB > 1 MB
     allocated = []
-    monkeypatch.setattr(cache_mod, "_allocate", lambda path, nbytes: allocated.append(path))
+    monkeypatch.setattr(cache_files, "_allocate", lambda path, nbytes: allocated.append(path))
     with tiny_tmpfs(tmp_path / "small"):
         with pytest.raises(CacheDiskFull) as err:
             prepare(rec, tmp_path / "small" / "c", 128, progress=False)
@@ -545,12 +547,12 @@ def test_failed_allocation_is_one_line_and_gives_the_space_back(tmp_path, monkey
     """Simulated (works without mount): free space looks sufficient, the allocation then finds none."""
     rec = make_records(tmp_path / "data", n=4)
     folder = tmp_path / "c"
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**12))
+    monkeypatch.setattr(cache_files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**12))
 
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod.os, "posix_fallocate", no_space, raising=False)
+    monkeypatch.setattr(cache_files.os, "posix_fallocate", no_space, raising=False)
     with pytest.raises(CacheDiskFull, match=r"no space left for the cache in .*images\.u8.*needs about"):
         prepare(rec, folder, SIZE, progress=False)
     assert not (folder / "images.u8").exists()

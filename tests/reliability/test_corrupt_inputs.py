@@ -111,7 +111,7 @@ def test_damaged_files_are_skipped_named_and_counted(roots, tmp_path, caplog, ca
 
     def spy(self, i):
         out = getitem(self, i)
-        fetched.append((self.images.dataset, int(out[2])))
+        fetched.append((self.images.dataset, int(out["row"])))
         return out
 
     monkeypatch.setattr(CachedImages, "__getitem__", spy)

@@ -16,17 +16,11 @@ from PIL import Image
 
 from arkx.synth import SYNTH_DATASETS, synthesize
 from arkx.synth.anatomy import CONCEPTS, Case, Finding, draw_case
-from arkx.synth.layouts import (
-    CHEXPERT_COLUMNS,
-    CHEXPERT_LABELS,
-    LABEL_CONCEPTS,
-    MIMIC_LABELS,
-    NIH14_LABELS,
-    PREVALENCE,
-    VINDR_LABELS,
-    VINDR_LOCAL_LABELS,
-    VINDR_TEST_LABELS,
-)
+from arkx.synth.providers import LABEL_CONCEPTS, PREVALENCE
+from arkx.synth.providers.chexpert import CHEXPERT_COLUMNS, CHEXPERT_LABELS
+from arkx.synth.providers.mimic_cxr import MIMIC_LABELS
+from arkx.synth.providers.nih14 import NIH14_LABELS
+from arkx.synth.providers.vindr_cxr import VINDR_LABELS, VINDR_LOCAL_LABELS, VINDR_TEST_LABELS
 
 N, SIZE = 200, 128
 

@@ -15,7 +15,9 @@ from arkx.data.adapters.chestdr import CHESTDR_LABELS
 from arkx.data.adapters.cxr_lt import CXR_LT_2023_LABELS
 from arkx.synth import WRITERS, synthesize
 from arkx.synth.anatomy import CONCEPTS
-from arkx.synth.layouts_cls import _CONCEPTS, CHESTDR_LABELS as SYNTH_CHESTDR, CXR_LT_LABELS
+from arkx.synth.providers import LABEL_CONCEPTS as _CONCEPTS
+from arkx.synth.providers.chestdr import CHESTDR_LABELS as SYNTH_CHESTDR
+from arkx.synth.providers.cxr_lt import CXR_LT_LABELS
 
 N, SIZE = 120, 64
 NAMES = ("cxr_lt", "covidx", "pediatric_pneumonia", "chestdr", "csv", "folder")

@@ -14,10 +14,12 @@ from arkx.data.adapters import read_dataset
 from arkx.data.mha import read_mha
 from arkx.synth import dataset_rng, synthesize
 from arkx.synth.anatomy import Case, Finding, draw_case, to_uint8
-from arkx.synth.layouts_loc import GENERATORS, LOC_SITES, WRITERS, zero_strength
+from arkx.synth.annotations import zero_strength
+from arkx.synth.providers import GENERATORS
+from arkx.synth.providers import SITES as LOC_SITES
 
 N, SIZE, SEED = 30, 64, 3
-NAMES = tuple(WRITERS)
+NAMES = tuple(GENERATORS)  # the localization layouts
 
 
 @pytest.fixture(scope="module")

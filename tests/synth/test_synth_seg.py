@@ -15,7 +15,7 @@ from arkx.data.masks import decode_mask
 from arkx.data.raw_img import read_jsrt_img
 from arkx.synth import WRITERS, synthesize
 from arkx.synth.anatomy import Case, Finding
-from arkx.synth.layouts_seg import rib_polygons, structure_masks
+from arkx.synth.structures import rib_polygons, structure_masks
 
 SEG = ("jsrt", "montgomery", "chexmask", "mask_folder")
 N, SIZE = 24, 128

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from arkx.config import ArkConfig
-from arkx.training import engine as engine_mod
+from arkx.training import callbacks as callbacks_mod
 from arkx.training.engine import Engine, NonFiniteLoss
 from arkx.training.schedule import learning_rate
 
@@ -45,7 +45,7 @@ def test_cyclic_order_and_ema_once_per_dataset_epoch(tmp_path, tiny_datasets, ti
         events.append(("ema", round(momentum, 6)))
 
     monkeypatch.setattr(eng, "train_step", train_step)
-    monkeypatch.setattr(engine_mod, "ema_update", ema)
+    monkeypatch.setattr(callbacks_mod, "ema_update", ema)
     eng.run()
     trained = [e[1] for e in events if e[0] == "train"]
     assert trained == ["alpha", "beta"] * 3
@@ -160,3 +160,14 @@ def test_training_learns_the_signal(tmp_path, tiny_datasets, tiny_heads):
     result = eng.evaluate("test", ["student"])["student"]["alpha"]
     # label a1 is drawn as a bright square; a2/a3 are noise
     assert result.per_label[0] > 0.9, result.per_label
+
+
+def test_every_step_trains_its_datasets_classification_task(tmp_path, tiny_datasets, tiny_heads):
+    eng = make_engine(tmp_path, tiny_datasets, tiny_heads)
+    for step in eng.schedule:
+        (name, task), = step.parts
+        assert name == step.dataset and step.task is task
+        assert (task.name, task.kind, task.label_names) == (name, tiny_datasets[name].task.kind,
+                                                            tiny_datasets[name].task.label_names)
+    concurrent = make_engine(tmp_path / "c", tiny_datasets, tiny_heads, mode="concurrent")
+    assert all([n for n, _ in s.parts] == ["alpha", "beta"] for s in concurrent.schedule)

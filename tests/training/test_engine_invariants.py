@@ -15,7 +15,7 @@ from torch import nn
 
 from arkx.data.transforms import eval_view, sample_augment_params, student_view
 from arkx.models.ark import ArkModel
-from arkx.training import engine as engine_mod
+from arkx.training import objective as objective_mod
 from arkx.training.engine import Engine, derive_seed
 
 from ..conftest import tiny_model
@@ -28,7 +28,7 @@ def capture_batches(engine) -> list:
     real = engine._batch_loss
 
     def batch_loss(name, batch, *args, **kwargs):
-        images, targets, rows = batch
+        images, targets, rows = batch.images, batch.labels, batch.rows
         seen.append((name, images.clone(), targets.clone(), rows.clone()))
         return real(name, batch, *args, **kwargs)
 
@@ -60,6 +60,25 @@ def test_teacher_sees_the_resized_original_and_the_student_its_augmented_view(tm
         params = sample_augment_params(images.shape[0], augment, aug_gen)
         torch.testing.assert_close(x_student, student_view(images, size, params, augment.border), rtol=0, atol=0)
         assert (x_student - x_teacher).abs().mean() > 0.05  # really a different view
+
+
+def test_both_views_share_one_conversion_of_the_batch(tmp_path, tiny_datasets, tiny_heads, monkeypatch):
+    from arkx.data import transforms as transforms_mod
+    from arkx.training import engine as engine_mod
+
+    eng = make_engine(tmp_path, tiny_datasets, tiny_heads, rounds=1, warmup_rounds=0.5, max_iters_per_epoch=2)
+    conversions = []
+    real = transforms_mod.to_unit
+
+    def to_unit(images):
+        if not images.is_floating_point():
+            conversions.append(images.shape[0])
+        return real(images)
+
+    monkeypatch.setattr(transforms_mod, "to_unit", to_unit)
+    monkeypatch.setattr(engine_mod, "to_unit", to_unit)
+    eng.train_step(eng.schedule[0])
+    assert conversions == [8, 8]  # one uint8 -> float conversion per batch, not one per view
 
 
 # ---------------------------------------------------------------------------------------------- teacher
@@ -138,7 +157,7 @@ def test_consistency_loss_alone_trains_the_students_backbone_and_projector(tmp_p
 def _weights_in_use(eng, iterations: int) -> list[float]:
     """The consistency weight c of each iteration, solved from loss = (1 - c)·task + c·consistency."""
     parts = []
-    real_task, real_cons = engine_mod.task_loss, engine_mod.consistency_loss
+    real_task, real_cons = objective_mod.task_loss, objective_mod.consistency_loss
 
     def task_loss(*args):
         value = real_task(*args)
@@ -157,12 +176,12 @@ def _weights_in_use(eng, iterations: int) -> list[float]:
         parts[-1].append(loss.detach())
         return loss, rows
 
-    engine_mod.task_loss, engine_mod.consistency_loss, eng._batch_loss = task_loss, consistency_loss, batch_loss
+    objective_mod.task_loss, objective_mod.consistency_loss, eng._batch_loss = task_loss, consistency_loss, batch_loss
     try:
         for step in eng.schedule:
             eng.train_step(step)
     finally:
-        engine_mod.task_loss, engine_mod.consistency_loss = real_task, real_cons
+        objective_mod.task_loss, objective_mod.consistency_loss = real_task, real_cons
     assert len(parts) == len(eng.schedule) * iterations
     return [float((loss - task) / (cons - task)) for _, task, cons, loss in parts]
 
@@ -196,13 +215,13 @@ def test_uncertain_policy_is_applied_before_the_task_loss(tmp_path, tiny_dataset
     eng = make_engine(tmp_path, tiny_datasets, tiny_heads, rounds=1, warmup_rounds=0.5, max_iters_per_epoch=3)
     batches = capture_batches(eng)
     targets_seen = []
-    real = engine_mod.task_loss
+    real = objective_mod.task_loss
 
     def task_loss(kind, logits, targets):
         targets_seen.append(targets.detach().clone())
         return real(kind, logits, targets)
 
-    monkeypatch.setattr(engine_mod, "task_loss", task_loss)
+    monkeypatch.setattr(objective_mod, "task_loss", task_loss)
     eng.train_step(eng.schedule[0])  # alpha's dataset epoch
     assert len(targets_seen) == len(batches) == 3
     values = []

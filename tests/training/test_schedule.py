@@ -2,8 +2,15 @@ import math
 
 import pytest
 
-from arkx.training.schedule import (CONCURRENT, build_schedule, consistency_weight, ema_momentum, iteration_rounds,
-                                    learning_rate, progress_in_rounds)
+from arkx.training.schedule import (
+    CONCURRENT,
+    build_schedule,
+    consistency_weight,
+    ema_momentum,
+    iteration_rounds,
+    learning_rate,
+    progress_in_rounds,
+)
 
 
 def test_cyclic_schedule_visits_each_dataset_once_per_round_in_order():
@@ -57,3 +64,33 @@ def test_ema_and_consistency_ramps():
     assert consistency_weight(0.0, weight=0.5, ramp="cosine") == 0.0
     assert math.isclose(consistency_weight(1.0, weight=0.5, ramp="cosine"), 0.5)
     assert consistency_weight(0.2, weight=0.5, ramp="constant") == 0.5
+
+
+def test_steps_carry_the_task_cyclic_over_dataset_task_pairs_in_order():
+    from arkx.tasks import Task
+
+    cls_a = Task("a", "multilabel", ("x", "y"))
+    det_a = Task("a", "detection", ("nodule",))
+    seg_a = Task("a", "segmentation", ("lung",))
+    cls_b = Task("b", "multiclass", ("p", "q"))
+    steps = build_schedule("cyclic", [("a", [cls_a, det_a, seg_a]), ("b", cls_b)], rounds=2)
+    assert [(s.dataset, s.task) for s in steps] == [("a", cls_a), ("a", det_a), ("a", seg_a), ("b", cls_b)] * 2
+    assert [s.index for s in steps] == list(range(8))
+    assert [s.position for s in steps] == [0, 1, 2, 3] * 2 and {s.per_round for s in steps} == {4}
+    assert [s.round for s in steps] == [0] * 4 + [1] * 4
+    mixed = build_schedule("concurrent", [("a", [cls_a, det_a]), ("b", cls_b)], rounds=2)
+    assert [s.parts for s in mixed] == [(("a", cls_a), ("a", det_a), ("b", cls_b))] * 2
+    assert all(s.task is None and s.dataset == CONCURRENT for s in mixed)
+
+
+def test_one_task_per_dataset_keeps_the_steps_of_a_schedule_of_names():
+    # resume finds its step by index: adding the task to a step must not move any step
+    from arkx.tasks import Task
+
+    tasks = {n: Task(n, "multilabel", ("x",)) for n in ("mimic", "chexpert", "nih")}
+    for mode in ("cyclic", "concurrent"):
+        with_tasks = build_schedule(mode, list(tasks.items()), rounds=3)
+        names = build_schedule(mode, list(tasks), rounds=3)
+        key = [(s.index, s.round, s.dataset, s.position, s.per_round, [n for n, _ in s.parts]) for s in with_tasks]
+        assert key == [(s.index, s.round, s.dataset, s.position, s.per_round, [n for n, _ in s.parts]) for s in names]
+        assert all(task is tasks[name] for s in with_tasks for name, task in s.parts)

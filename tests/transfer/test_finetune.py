@@ -191,7 +191,7 @@ def test_early_stopping_keeps_the_best_val_epoch_and_scores_test_once_with_it(ex
     forced_val = iter([0.6, 0.9, 0.7, 0.8, 0.95, 0.99])  # patience 2: stops after epoch 4, best is epoch 2
     calls = []
 
-    def fake_evaluate(model, loader, data, image_size, device):
+    def fake_evaluate(model, loader, data, image_size, device, task=None):
         split = "test" if np.array_equal(loader.dataset.indices, data.indices("test")) else "val"
         calls.append((split, model.heads["csv"].weight.detach().clone()))
         value = 0.123 if split == "test" else next(forced_val)

@@ -13,7 +13,6 @@ from pathlib import Path
 from ._common import (
     _add_batch_size_and_device,
     _add_dataset_options,
-    _add_device,
     _add_which,
     _examples,
     _parse_options,
@@ -81,55 +80,105 @@ def _cmd_probe(args) -> int:
 
 
 def _add_finetune(sub) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a model (or train from scratch) on one dataset's labels",
-                       description="A new head for the dataset on the initial model's features, trained on train, "
-                                   "early-stopped on val mean AUC, the best epoch scored once on test. Writes "
-                                   "metrics.csv, finetune.yaml and best.safetensors to --out.",
+    p = sub.add_parser("finetune", help="fine-tune a model (or train from scratch) on one dataset's task",
+                       description="A new head for the dataset's task (classification, segmentation or detection) on "
+                                   "the initial model's features, trained on train, early-stopped on the val metric "
+                                   "(mean AUC, Dice or mAP40), the best epoch scored once on test. Settings come from "
+                                   "CONFIG (a YAML file of fine-tuning settings) and/or the options (an option wins). "
+                                   "Writes metrics.csv, finetune.yaml and best.safetensors to --out.",
                        **_examples("arkx finetune --init run:runs/ark6 --type shenzhen --root data/shenzhen "
                                    "--out ft/ark6-full",
-                                   "arkx finetune --init timm:swin_base.safetensors --type shenzhen --root "
-                                   "data/shenzhen --out ft/imagenet-head --mode head",
-                                   "arkx finetune --init scratch --backbone swin_base_patch4_window7_224 --type "
-                                   "shenzhen --root data/shenzhen --out ft/scratch"))
-    p.add_argument("--init", required=True, help="run:DIR (or an arkx export), released:FILE (authors' Ark), "
-                                                 "timm:FILE (backbone weights) or scratch")
-    _add_dataset_options(p)
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--mode", choices=("full", "head"), default="full", help="train everything, or the new head only")
-    p.add_argument("--features", choices=("projector", "backbone"), default="projector",
-                   help="what the new head reads")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
+                                   "arkx finetune --from scratch --backbone swin_base_patch4_window7_224 --type "
+                                   "shenzhen --root data/shenzhen --out ft/scratch",
+                                   "arkx finetune --init run:runs/ark6 --type jsrt --root data/JSRT --task segmentation "
+                                   "--out ft/jsrt-seg",
+                                   "arkx finetune ft-tbx11k.yaml --from scratch --out ft/tbx11k-scratch"))
+    p.add_argument("config", nargs="?", type=Path, default=None,
+                   help="YAML file with fine-tuning settings (init, dataset_type, root, task, epochs, lr, ...)")
+    p.add_argument("--init", "--from", dest="init", default=None,
+                   help="run:DIR (or an arkx export), released:FILE (authors' Ark), timm:FILE (backbone weights) "
+                        "or scratch")
+    p.add_argument("--type", dest="type_", default=None, help="dataset adapter")
+    p.add_argument("--root", type=Path, default=None, help="dataset folder")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--out", type=Path, default=None, help="output folder")
+    p.add_argument("--task", choices=("auto", "classification", "segmentation", "detection"), default=None,
+                   help="which of the dataset's tasks (default auto: classification, else segmentation, else detection)")
+    p.add_argument("--mode", choices=("full", "head"), default=None, help="train everything, or the new head only")
+    p.add_argument("--features", choices=("projector", "backbone"), default=None,
+                   help="what a new classification head reads")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None, help="default: the initial model's input size")
     p.add_argument("--cache-size", type=int, default=None, help="default: image size x 8/7 (a run's: its own)")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: the run's cache, else OUT/cache")
-    p.add_argument("--patience", type=int, default=5,
-                   help="epochs without a better val AUC before stopping (0: never stop early)")
-    p.add_argument("--seed", type=int, default=0)
-    _add_device(p)
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without a better val score before stopping (0: never stop early; default 5)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--uncertain", choices=("ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"), default=None,
                    help="uncertain (-1) label policy (default: the adapter's)")
-    p.add_argument("--backbone", default="swin_base_patch4_window7_224", help="timm model for timm: and scratch")
+    p.add_argument("--backbone", default=None, help="timm model for timm: and scratch")
     p.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                    help="timm.create_model keyword for timm: and scratch")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+
+
+#: command-line option -> fine-tuning setting (options left unset keep CONFIG's value, else the default)
+_FINETUNE_FLAGS = dict(init="init", type_="dataset_type", root="root", out="out", task="task", mode="mode",
+                       features="features", epochs="epochs", optimizer="optimizer", lr="lr", batch_size="batch_size",
+                       image_size="image_size", cache_size="cache_size", cache_dir="cache_dir", patience="patience",
+                       seed="seed", device="device", uncertain="uncertain", backbone="backbone", workers="workers")
+
+
+def finetune_settings(args) -> dict:
+    """The settings of ``arkx finetune``: CONFIG's (``type`` is accepted for ``dataset_type``, as in a
+    pretraining config), then every option given on the command line."""
+    from ..config_yaml import read_yaml_file
+    from ..errors import ArkxValueError
+
+    settings: dict = {}
+    if args.config is not None:
+        loaded = read_yaml_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ArkxValueError(f"{args.config}: expected a mapping of fine-tuning settings, got "
+                                 f"{type(loaded).__name__}")
+        settings.update(loaded)
+        if "type" in settings:
+            settings.setdefault("dataset_type", settings.pop("type"))
+    for flag, key in _FINETUNE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            settings[key] = value
+    if args.patience == 0:
+        settings["patience"] = None
+    if args.option:
+        settings["options"] = {**settings.get("options", {}), **_parse_options(args.option)}
+    if args.backbone_option:
+        settings["backbone_kwargs"] = {**settings.get("backbone_kwargs", {}), **_parse_options(args.backbone_option)}
+    missing = [name for name, key in (("--init/--from", "init"), ("--type", "dataset_type"), ("--root", "root"),
+                                      ("--out", "out")) if key not in settings]
+    if missing:
+        where = f" (not in {args.config} either)" if args.config is not None else ""
+        raise ArkxValueError(f"arkx finetune: missing {', '.join(missing)}{where}")
+    return settings
+
+
+#: how the command prints each task kind's metric
+METRIC_NAMES = dict(auc="AUC", dice="Dice", map40="mAP40")
 
 
 def _cmd_finetune(args) -> int:
-    from ..transfer.finetune import finetune
+    from ..transfer.finetune import _settings, run_finetune
 
-    result = finetune(args.init, args.type_, args.root, out=args.out, mode=args.mode,
-                      options=_parse_options(args.option), features=args.features, epochs=args.epochs,
-                      optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size, image_size=args.image_size,
-                      cache_size=args.cache_size, cache_dir=args.cache_dir, patience=args.patience or None,
-                      seed=args.seed, device=args.device, uncertain=args.uncertain, backbone=args.backbone,
-                      backbone_kwargs=_parse_options(args.backbone_option), workers=args.workers,
-                      progress=not args.quiet)
-    per_label = ", ".join(f"{name} {auc:.4f}" for name, auc in result.test_per_label.items())
-    print(f"best epoch {result.best_epoch} of {result.epochs_run} (val mean AUC {result.best_val_auc:.4f}); "
-          f"test mean AUC {result.test_auc:.4f} ({per_label})")
+    result = run_finetune(_settings(**finetune_settings(args)), progress=not args.quiet)
+    metric = METRIC_NAMES.get(result.metric, result.metric)
+    per_label = ", ".join(f"{name} {value:.4f}" for name, value in result.test_per_label.items())
+    extra = "".join(f", {k} {v:.4f}" for k, v in result.test_details.items())
+    print(f"{result.task.kind} {result.task.name}: best epoch {result.best_epoch} of {result.epochs_run} "
+          f"(val mean {metric} {result.best_val:.4f}); test mean {metric} {result.test_score:.4f}{extra} ({per_label})")
     print(f"-> {result.best_path}, {result.metrics_path.name}, {result.settings_path.name}")
     return 0
 

@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArkxRuntimeError
+from .cache_targets import annotations_digest, boxes_source, has_masks
 from .io import source_files
 from .records import Records
 
-FORMAT_VERSION = 2
+#: 3: original sizes, masks and boxes (:mod:`arkx.data.cache_targets`); the image rows are as in 2
+FORMAT_VERSION = 3
+#: the version of how image rows are made, hashed into the fingerprint instead of FORMAT_VERSION: a dataset
+#: without masks or boxes keeps its fingerprint (and its folder name, and its runs' identity) across format 3
+_ROWS_VERSION = 2
 _FORMAT_NAME = "arkx-prepared-cache"
 IMAGES_FILE = "images.u8"
 INDEX_FILE = "index.json"
@@ -129,15 +134,20 @@ def content_hash(path: str | os.PathLike) -> str | None:
 
 def _fingerprint(records: Records, size: int, stats: list[list | None]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([_FORMAT_NAME, FORMAT_VERSION, int(size), str(records.dataset), len(records)]).encode())
+    h.update(json.dumps([_FORMAT_NAME, _ROWS_VERSION, int(size), str(records.dataset), len(records)]).encode())
     for image_id, path, st in zip(records.images["image_id"], records.images["path"], stats):
         h.update(f"{image_id}\0{Path(path).as_posix()}\0".encode())
         h.update(b"missing\n" if st is None else (json.dumps(st) + "\n").encode())
+    annotations = annotations_digest(records)
+    if annotations is not None:
+        h.update(f"annotations\0{annotations}".encode())
     return h.hexdigest()
 
 
 def fingerprint(records: Records, size: int) -> str:
-    """sha256 hex over (format version, size, dataset, image ids, paths, each source file's size + mtime_ns)."""
+    """sha256 hex over (the image-row version, size, dataset, image ids, paths, each source file's size +
+    mtime_ns) and, for a dataset with masks or boxes, over their frames and each mask file's size + mtime_ns
+    (:func:`arkx.data.cache_targets.annotations_digest`): changed annotations make a new version too."""
     return _fingerprint(records, size, _stat_sources(records.absolute_paths()))
 
 
@@ -175,10 +185,21 @@ def _json_id(x):
 
 
 def _header(records, size: int, fp: str, complete: bool) -> dict:
+    masks = has_masks(records)
     return {"format": _FORMAT_NAME, "version": FORMAT_VERSION, "complete": complete, "size": size,
             "n": len(records), "dataset": str(records.dataset), "root": str(records.root), "fingerprint": fp,
             "dtype": "uint8", "layout": f"C-order [n, {size}, {size}] in {IMAGES_FILE}",
+            "mask_label_names": list(records.mask_label_names) if masks else [],
+            "box_label_names": _box_label_names(records),
+            "boxes_source": boxes_source(records),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _box_label_names(records) -> list[str]:
+    """What the box labels index: the box classes, or the mask structures for boxes derived from masks."""
+    source = boxes_source(records)
+    names = records.box_label_names if source == "records" else records.mask_label_names if source else None
+    return list(names or ())
 
 
 def _read_index(folder: Path) -> dict | None:

@@ -27,6 +27,7 @@ from .cache_index import (
     _read_index,
     content_hash,
 )
+from .cache_targets import BOX_IMAGE_FILE, BOX_LABEL_FILE, BOXES_FILE, MASK_PRESENT_FILE, MASKS_FILE, packed_bytes
 
 log = logging.getLogger("arkx.data")
 
@@ -46,6 +47,11 @@ class PreparedImages:
         sha256: list ``[n]`` of the sources' content hashes at prepare (None for missing files).
         failures: list of ``(image_id, absolute path, reason)`` of unreadable images.
         repaired: rows that ``prepare(repair=True)`` re-decoded (empty otherwise).
+        mask_label_names, box_label_names: the structures of :meth:`masks` and the classes of
+            :meth:`boxes` (empty tuples when the dataset has none).
+        boxes_source: ``"records"``, ``"masks"`` (derived from the masks) or None.
+
+    Targets (:mod:`arkx.data.cache_targets`): :meth:`original_size`, :meth:`masks`, :meth:`boxes`.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -68,6 +74,7 @@ class PreparedImages:
                                 "prepare it again") from None
         self.repaired: list[int] = []
         self._array: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
 
     def _load(self, index: dict) -> None:
         self.size = int(index["size"])
@@ -95,11 +102,46 @@ class PreparedImages:
         if actual != expected:
             raise CacheNotReady(f"{self.folder}: {IMAGES_FILE} has {actual} bytes, expected {expected} "
                                 f"({n} x {self.size} x {self.size}); prepare it again")
+        self._load_targets(index, entries, n)
+
+    def _load_targets(self, index: dict, entries: list, n: int) -> None:
+        self.heights = np.array([int(e.get("height") or -1) for e in entries], dtype=np.int64)
+        self.widths = np.array([int(e.get("width") or -1) for e in entries], dtype=np.int64)
+        self.mask_label_names = tuple(index.get("mask_label_names") or ())
+        self.box_label_names = tuple(index.get("box_label_names") or ())
+        self.boxes_source = index.get("boxes_source")
+        channels = len(self.mask_label_names)
+        self._present = np.zeros((n, channels), dtype=bool)
+        if channels:
+            expected = n * channels * packed_bytes(self.size)
+            try:
+                actual = (self.folder / MASKS_FILE).stat().st_size
+                self._present = np.load(self.folder / MASK_PRESENT_FILE)
+            except (OSError, ValueError):
+                actual = -1
+            if actual != expected or self._present.shape != (n, channels):
+                raise CacheNotReady(f"{self.folder}: {MASKS_FILE} / {MASK_PRESENT_FILE} do not hold {n} x {channels} "
+                                    f"masks of {self.size} x {self.size}; prepare it again")
+        self._box_xyxy = np.zeros((0, 4), np.float32)
+        self._box_label = np.zeros(0, np.int64)
+        self._box_start = np.zeros(n + 1, np.int64)
+        if self.boxes_source is not None:
+            try:
+                self._box_xyxy = np.load(self.folder / BOXES_FILE)
+                image = np.load(self.folder / BOX_IMAGE_FILE)
+                self._box_label = np.load(self.folder / BOX_LABEL_FILE)
+            except (OSError, ValueError):
+                raise CacheNotReady(f"{self.folder}: its box files are missing or damaged; prepare it again") from None
+            if not (len(self._box_xyxy) == len(image) == len(self._box_label)) or np.any(np.diff(image) < 0):
+                raise CacheNotReady(f"{self.folder}: its box files disagree; prepare it again")
+            # rows are sorted: the boxes of row i are [start[i], start[i + 1])
+            self._box_start = np.searchsorted(image, np.arange(n + 1), side="left").astype(np.int64)
 
     # the memmap is per process: opened on first access, dropped when pickled
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_array"] = None
+        state["_masks"] = None
         return state
 
     def __setstate__(self, state):
@@ -119,6 +161,30 @@ class PreparedImages:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def original_size(self, row: int) -> tuple[int, int] | None:
+        """The ``(height, width)`` of row ``row``'s image file (None when it could not be read)."""
+        h, w = int(self.heights[row]), int(self.widths[row])
+        return (h, w) if h > 0 and w > 0 else None
+
+    def masks(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(bool [M, S, S], present bool [M])`` of row ``row`` (``M = len(mask_label_names)``; a structure
+        that is not present has an all-False mask)."""
+        channels, size = len(self.mask_label_names), self.size
+        if channels == 0:
+            return np.zeros((0, size, size), dtype=bool), np.zeros(0, dtype=bool)
+        if self._masks is None:
+            self._masks = np.memmap(self.folder / MASKS_FILE, dtype=np.uint8, mode="r",
+                                    shape=(len(self), channels, packed_bytes(size)))
+        packed = np.asarray(self._masks[row])
+        bits = np.unpackbits(packed, axis=-1, count=size * size)
+        return bits.reshape(channels, size, size).astype(bool), self._present[row].copy()
+
+    def boxes(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(float32 [n, 4], int64 [n])``: row ``row``'s boxes (xyxy cache pixels, max exclusive) and labels
+        (indices into ``box_label_names``, or ``mask_label_names`` for boxes derived from masks)."""
+        start, stop = int(self._box_start[row]), int(self._box_start[row + 1])
+        return self._box_xyxy[start:stop].copy(), self._box_label[start:stop].copy()
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Row ``i`` as uint8 ``[size, size]``: a read-only *view* into the memmap, not a copy (copy it

@@ -7,8 +7,10 @@ given (:func:`arkx.data.io.load_resized`), or the rows of the prepared cache its
 view's resize and normalisation (:func:`arkx.data.transforms.eval_view`).
 
 Boxes are in the pixel coordinates of the image *file*, as the providers ship them and
-:class:`~arkx.data.records.Records` keeps them (scale them by ``size / width`` when you resize); masks come
-at the resolution their source stores them (JSRT's SCR masks are half the image's side).
+:class:`~arkx.data.records.Records` keeps them, when the image keeps the file's size; when it is resized
+(``size``), they are scaled with it (``x * size / width``, ``y * size / height``, from the file's original
+size), so they always match the image tensor. Masks come at the resolution their source stores them
+(JSRT's SCR masks are half the image's side).
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class ImageDataset(Dataset):
     Each sample: ``image`` float ``[1, H, W]`` in [0, 1] (or what ``transform`` returns), ``labels`` float
     ``[L]`` as the provider wrote them (1, 0, -1 uncertain, NaN not labelled), ``label_names``, ``image_id``,
     ``patient_id``, ``split``, ``path``, ``index`` (row in the records); when the records have them ``boxes``
-    float ``[K, 4]`` (x_min, y_min, x_max, y_max in file pixels), ``box_labels`` (names) and ``box_classes``
+    float ``[K, 4]`` (x_min, y_min, x_max, y_max in pixels of the image returned: file pixels without
+    ``size``, scaled to ``size x size`` with it), ``box_labels`` (names) and ``box_classes``
     (int64 indices into :attr:`box_names`), and ``masks`` bool ``[M, H0, W0]`` (at the masks' own resolution) with
     ``mask_labels``, decoded when the sample is read. Boxes make samples ragged: batch them with :func:`collate`.
     """
@@ -148,7 +151,7 @@ class ImageDataset(Dataset):
                       patient_id=str(info["patient_id"]), split=str(info["split"]),
                       path=str(self.records.root / info["path"]), index=row)
         if self.records.boxes is not None:
-            sample.update(self._box_fields(str(info["image_id"])))
+            sample.update(self._box_fields(str(info["image_id"]), row))
         if self.records.masks is not None:
             sample.update(self._mask_fields(str(info["image_id"])))
         return sample
@@ -160,14 +163,29 @@ class ImageDataset(Dataset):
             return torch.from_numpy(_read_row(self.cache, row)).float().div_(255.0).unsqueeze(0)
         return load_image(self.records.root / self.records.images["path"].iloc[row], self.size)
 
-    def _box_fields(self, image_id: str) -> dict[str, Any]:
+    def _box_fields(self, image_id: str, row: int) -> dict[str, Any]:
         frame = self._boxes.get(image_id)
         if frame is None:
             return dict(boxes=torch.zeros((0, 4)), box_labels=[], box_classes=torch.zeros(0, dtype=torch.int64))
         coords = np.array(frame[["x_min", "y_min", "x_max", "y_max"]].to_numpy(dtype=np.float32), copy=True)
+        if self.size is not None:  # the image was resized to size x size: the boxes follow it
+            height, width = self._original_size(row)
+            coords *= np.array([self.size / width, self.size / height] * 2, dtype=np.float32)
         names = frame["label"].astype(str).tolist()
         classes = torch.tensor([self.box_names.index(n) for n in names], dtype=torch.int64)
         return dict(boxes=torch.from_numpy(coords), box_labels=names, box_classes=classes)
+
+    def _original_size(self, row: int) -> tuple[int, int]:
+        """The image file's (height, width): recorded by the cache, else read from the file's header."""
+        known = self.cache.original_size(row) if self.cache is not None else None
+        if known is None:
+            from .cache_targets import image_size
+
+            path = self.records.root / self.records.images["path"].iloc[row]
+            known = image_size(path)
+            if known is None:
+                raise ArkxValueError(f"{path}: cannot read the image's size to scale its boxes to size={self.size}")
+        return known
 
     def _mask_fields(self, image_id: str) -> dict[str, Any]:
         from .masks import decode_mask

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import ArkxValueError
 from .adapters import default_uncertain, read_dataset
+from .batch import collate
 from .records import Records
 
 log = logging.getLogger("arkx.data")
@@ -42,6 +44,11 @@ class PreparedDataset:
     def task(self):
         return self.records.task
 
+    def tasks(self) -> list:
+        """Every task this dataset can feed (:meth:`Records.tasks`, named with the head name): classification
+        from its labels, detection from its boxes (or boxes derived from masks), segmentation from its masks."""
+        return self.records.tasks(self.name)
+
     def indices(self, split: str) -> np.ndarray:
         """Row indices of usable images in ``split`` (train may be capped by a seeded subset)."""
         in_split = self.records.images["split"].to_numpy() == split
@@ -52,21 +59,58 @@ class PreparedDataset:
         return idx
 
 
-class CachedImages(Dataset):
-    """``(uint8 [1, S, S], float32 labels [L], row index)`` for chosen rows of a prepared cache."""
+#: the targets a loader can carry (``make_loader(targets=...)``)
+TARGETS = ("labels", "masks", "boxes")
 
-    def __init__(self, images: PreparedImages, labels: np.ndarray, indices: np.ndarray):
+
+class CachedImages(Dataset):
+    """One sample per chosen row of a prepared cache: a dict with ``image`` (uint8 ``[1, S, S]``), ``row``
+    (the records row) and, per requested target, ``labels`` (float32 ``[L]``, when the dataset has
+    image-level labels), ``masks`` (bool ``[M, S, S]``) with ``mask_present`` (bool ``[M]``), ``boxes``
+    (float32 ``[n, 4]`` cache pixels) with ``box_labels`` (int64 ``[n]``) from the cache
+    (:class:`~arkx.data.cache.PreparedImages`); the loader collates samples into a
+    :class:`arkx.data.batch.Batch`."""
+
+    def __init__(self, images: PreparedImages, labels: np.ndarray, indices: np.ndarray,  # noqa: F821
+                 targets: tuple[str, ...] = ("labels",), masks_exhaustive: bool = False):
         self.images = images
+        # Records.masks_exhaustive: an image without a mask row of a structure was annotated without it
+        self.masks_exhaustive = bool(masks_exhaustive)
         self.labels = np.ascontiguousarray(labels, dtype=np.float32)
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = _check_targets(targets)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         row = int(self.indices[i])
-        image = torch.from_numpy(_read_row(self.images, row)).unsqueeze(0)
-        return image, torch.from_numpy(self.labels[row]), row
+        sample = dict(image=torch.from_numpy(_read_row(self.images, row)).unsqueeze(0), row=row)
+        if "labels" in self.targets and self.labels.shape[1]:
+            sample["labels"] = torch.from_numpy(self.labels[row])
+        if "masks" in self.targets:
+            masks, present = self.images.masks(row)
+            if self.masks_exhaustive:
+                present = np.ones_like(present)
+            sample["masks"], sample["mask_present"] = torch.from_numpy(masks), torch.from_numpy(present)
+        if "boxes" in self.targets:
+            boxes, labels = self.images.boxes(row)
+            sample["boxes"], sample["box_labels"] = torch.from_numpy(boxes), torch.from_numpy(labels)
+        return sample
+
+
+def _check_targets(targets) -> tuple[str, ...]:
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ArkxValueError(f"unknown loader target(s) {unknown}; expected some of {list(TARGETS)}")
+    return targets
+
+
+def _cache_has(images, target: str) -> bool:
+    if target == "masks":
+        return bool(getattr(images, "mask_label_names", ()))
+    return getattr(images, "boxes_source", None) is not None
 
 
 def _read_row(images, row: int) -> np.ndarray:
@@ -112,12 +156,15 @@ def prepare_images(records: Records, cache_root: Path, size: int, workers: int =
 
 
 def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress: bool = True,
-                    records: Records | None = None) -> PreparedDataset:
+                    records: Records | None = None, *, require_labels: bool = True) -> PreparedDataset:
     """Read one configured dataset (unless its ``records`` were read already) and prepare (or reuse) its
-    cache at the configured size."""
+    cache at the configured size (with its masks and boxes, when it has them).
+
+    ``require_labels=False`` accepts a dataset without image-level labels (to train detection or
+    segmentation on it); by default such a dataset is refused (pretraining needs a classification head)."""
     if records is None:
         records = read_dataset(ds_cfg.type, ds_cfg.root, **ds_cfg.options)
-    if records.task is None:
+    if require_labels and records.task is None:
         raise ValueError(f"dataset {ds_cfg.head_name!r} ({ds_cfg.type}) has no image-level labels to pretrain a "
                          "classification head on")
     images = prepare_images(records, cache_root, data_cfg.resolved_cache_size, data_cfg.prepare_workers,
@@ -136,15 +183,26 @@ def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress:
 
 
 def make_loader(dataset: PreparedDataset, split: str, batch_size: int, workers: int, *, train: bool,
-                max_batches: int | None = None, pin_memory: bool = False) -> DataLoader:
+                max_batches: int | None = None, pin_memory: bool = False,
+                targets: tuple[str, ...] = ("labels",)) -> DataLoader:
     """A loader over one split. Train loaders shuffle with a :class:`SeededShuffle` and drop a last
-    partial batch (unless the split is smaller than one batch); eval loaders keep order and all rows."""
-    data = CachedImages(dataset.images, dataset.records.labels, dataset.indices(split))
+    partial batch (unless the split is smaller than one batch); eval loaders keep order and all rows.
+
+    ``targets``: which of :data:`TARGETS` the batches carry (default: the labels only, as Ark trains);
+    ``masks`` and ``boxes`` come from the cache, at its resolution."""
+    targets = _check_targets(targets)
+    missing = [t for t in targets if t != "labels" and not _cache_has(dataset.images, t)]
+    if missing:
+        raise ArkxValueError(f"dataset {dataset.name!r} has no {' or '.join(missing)} in its prepared cache "
+                             f"({getattr(dataset.images, 'folder', '?')}); its tasks: "
+                             f"{[t.kind for t in dataset.tasks()]}")
+    data = CachedImages(dataset.images, dataset.records.labels, dataset.indices(split), targets,
+                        masks_exhaustive=dataset.records.masks_exhaustive)
     if len(data) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no usable images in split {split!r}")
     # Train loaders keep their workers between epochs (one per dataset, reused every round); eval loaders
     # run briefly and would otherwise hold idle processes for every (dataset, split) pair.
-    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
                   persistent_workers=train and workers > 0)
     if workers > 0:
         kwargs["prefetch_factor"] = 4

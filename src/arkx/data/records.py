@@ -58,6 +58,9 @@ class Records:
             fixed when the records are made, so every split and subset shares them).
         mask_label_names: the segmentation structures in head order (default: the sorted labels of
             ``masks``, fixed the same way).
+        masks_exhaustive: True when every image was annotated for every structure, so an image without a
+            mask row of a structure has an EMPTY mask of it (SIIM-ACR's ``-1``, ChestX-Det's images without
+            findings); False (the default) when a missing row means "not annotated" (no loss, no score).
     """
 
     dataset: str
@@ -71,6 +74,7 @@ class Records:
     notes: dict[str, object] = field(default_factory=dict)
     box_label_names: tuple[str, ...] | None = None
     mask_label_names: tuple[str, ...] | None = None
+    masks_exhaustive: bool = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

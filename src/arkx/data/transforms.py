@@ -34,9 +34,15 @@ def normalize(gray01: torch.Tensor) -> torch.Tensor:
 
 
 def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, 1, S, S]`` (or ``[B, S, S]``) -> float32 ``[B, 1, S, S]`` in [0, 1]."""
+    """uint8 ``[B, 1, S, S]`` (or ``[B, S, S]``) -> float32 ``[B, 1, S, S]`` in [0, 1].
+
+    A floating-point tensor is taken to be converted already (values in [0, 1]) and is returned as float32
+    without a copy: the training engine converts a batch once and takes both views from it. The views only
+    read it (every op on it is out of place)."""
     if images_u8.dim() == 3:
         images_u8 = images_u8.unsqueeze(1)
+    if images_u8.is_floating_point():
+        return images_u8.float()
     return images_u8.float().div_(255.0)
 
 

@@ -20,6 +20,7 @@ class AucResult:
     per_label: np.ndarray  # AUC per label, NaN where undefined
     n_positive: np.ndarray
     n_negative: np.ndarray
+    metric = "auc"  # what :attr:`mean` is (a class attribute: the task kinds' results all name theirs)
 
     @property
     def mean(self) -> float:

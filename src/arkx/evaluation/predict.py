@@ -14,21 +14,23 @@ from ..data.transforms import eval_view
 def predict_head(model, loader, head: str, kind: str, device: torch.device, image_size: int,
                  autocast=contextlib.nullcontext, channels_last: bool = False):
     """``(scores [n, L], targets [n, L], rows [n])`` for one head over an eval loader."""
+    from ..tasks import get_kind
+
+    task_kind = get_kind(kind)
     was_training = model.training
     model.eval()
     scores, targets, rows = [], [], []
     try:
-        for images, labels, idx in loader:
-            x = eval_view(images.to(device, non_blocking=True), image_size)
+        for batch in loader:
+            x = eval_view(batch.images.to(device, non_blocking=True), image_size)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
                 _, logits = model(x, head)
-            logits = logits.float()
-            probs = torch.softmax(logits, dim=1) if kind == "multiclass" else torch.sigmoid(logits)
+            probs = task_kind.predict(logits)
             scores.append(probs.cpu().numpy())
-            targets.append(labels.numpy())
-            rows.append(idx.numpy())
+            targets.append(batch.labels.numpy())
+            rows.append(batch.rows.numpy())
     finally:
         model.train(was_training)
     return np.concatenate(scores), np.concatenate(targets), np.concatenate(rows)

@@ -56,6 +56,8 @@ def create_backbone(name: str, checkpoint: str | Path | None = None, *, checkpoi
 
     ``checkpoint_resize`` allows the checkpoint's position tables / patch embedding to be
     interpolated to this backbone's window / patch size (see :func:`load_backbone_weights`).
+    ``kwargs`` go to timm unchanged: a Swin accepts only its ``img_size`` unless built with
+    ``strict_img_size=False`` (then any multiple of its patch size; see :mod:`arkx.models.features`).
     """
     if name not in timm.list_models() and not timm.is_model(name):
         raise ArkxValueError(f"unknown timm backbone {name!r}")

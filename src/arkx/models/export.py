@@ -60,7 +60,7 @@ def export_timm(model: nn.Module, path: str | Path, *, image_size: int | None = 
         "num_classes": 0, "num_features": int(backbone.num_features),
         "pretrained_cfg": {"input_size": [3, size, size] if size else None, "mean": list(MEAN), "std": list(STD),
                            "num_classes": 0},
-        "heads": heads, "datasets": [h["name"] for h in heads], "arkx_version": __version__,
+        "heads": heads, "datasets": _dataset_names(heads), "arkx_version": __version__,
         "source": getattr(model, "arkx_source", {}).get("format", "arkx"),
         "note": "backbone only: heads/projector are not in this file (arkx.load_model reads a whole arkx export)",
     }
@@ -127,7 +127,7 @@ def _safetensors_info(path: Path) -> dict[str, Any]:
                     backbone=model["backbone"], backbone_args=model.get("backbone_kwargs", {}),
                     projector=f"{model.get('projector')} {model.get('projector_dim')}",
                     input_size=meta.get("image_size"), mean=norm.get("mean"), std=norm.get("std"),
-                    heads=meta["heads"], datasets=[h["name"] for h in meta["heads"]],
+                    heads=meta["heads"], datasets=_dataset_names(meta["heads"]),
                     arkx_version=meta.get("arkx_version"), tensors=len(keys))
     from safetensors.torch import load_file
 
@@ -183,7 +183,7 @@ def _arkx_checkpoint_info(path: Path, state: dict) -> dict[str, Any]:
     extra = state.get("extra", {})
     heads = extra.get("heads", [])
     info = dict(file=str(path), format=f"{ARKX_CHECKPOINT_FORMAT} (arkx run checkpoint, step {state.get('step_done')})",
-                heads=heads, datasets=[h["name"] for h in heads], arkx_version=extra.get("arkx_version"),
+                heads=heads, datasets=_dataset_names(heads), arkx_version=extra.get("arkx_version"),
                 tensors=len(state.get("teacher", {})))
     config_file = path.parent.parent / "config.yaml"
     if config_file.is_file():
@@ -233,3 +233,8 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  {head['name']} ({head['kind']}, {len(head['label_names'])}): "
                          + ", ".join(head["label_names"]))
     return "\n".join(lines)
+
+
+def _dataset_names(heads: list[dict]) -> list[str]:
+    """The datasets of a model's heads, each once, in head order (a dataset may have several kinds of head)."""
+    return list(dict.fromkeys(h["name"] for h in heads))

@@ -39,6 +39,8 @@ def export_model(model: ArkModel, cfg: ArkConfig, path: Path) -> Path:
 
     meta = dict(format=EXPORT_FORMAT, arkx_version=__version__, model=cfg.model.model_dump(mode="json"), heads=model.head_config(),
                 image_size=cfg.data.image_size, normalization=dict(mean=MEAN, std=STD))
+    if model.branch_config():  # segmentation/detection branches: their options rebuild them (Ark exports: none)
+        meta["branches"] = model.branch_config()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     try:
@@ -72,7 +74,8 @@ def load_model(path: str | Path, which: str = "teacher") -> ArkModel:
     heads = [Task(h["name"], h["kind"], tuple(h["label_names"])) for h in state["extra"].get("heads", [])]
     if not heads:
         raise ArkxValueError(f"{path}: checkpoint does not record its heads")
-    model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads)
+    model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads,
+                        branch_options=state["extra"].get("branches"))
     _load_strict(model, state[which], path)
     return model.eval()
 
@@ -94,7 +97,7 @@ def _load_export(path: Path) -> ArkModel:
 
     model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
     heads = [Task(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
-    model = build_model(model_cfg, heads)
+    model = build_model(model_cfg, heads, branch_options=meta.get("branches"))
     _load_strict(model, state, path)
     return model.eval()
 

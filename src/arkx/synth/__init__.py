@@ -15,9 +15,15 @@ downloads (file names, folders, CSV headers and value encodings, DICOM tags)::
     out/SYNTH.json                              seed, n, size and the roots
 
 Images are procedural radiographs (:mod:`.anatomy`) with the findings their labels say, drawn the
-same way in every dataset (``layouts.LABEL_CONCEPTS``), under a per-dataset acquisition look
-(``layouts.SITES``). Everything is deterministic from ``seed``; each dataset has its own random
+same way in every dataset (:data:`LABEL_CONCEPTS`), under a per-dataset acquisition look
+(:data:`SITES`). Everything is deterministic from ``seed``; each dataset has its own random
 stream derived from ``(seed, dataset name)``, so generating a subset gives the same files.
+
+Layout: :mod:`.providers` holds one module per dataset adapter (``providers/chexpert.py`` writes what
+``arkx/data/adapters/chexpert.py`` reads); they share the drawing (:mod:`.anatomy`), the random draws
+(:mod:`.sampling`), the writers of files (:mod:`.files`, :mod:`.dicom`, :mod:`.ids`), the per-label
+boxes and masks of a drawing (:mod:`.annotations`), the anatomy masks of the segmentation layouts
+(:mod:`.structures`) and the pneumothorax images of SIIM-ACR and CANDID-PTX (:mod:`.pneumothorax`).
 """
 
 from __future__ import annotations
@@ -33,12 +39,8 @@ from typing import Iterable
 import numpy as np
 
 from .anatomy import CONCEPTS, Case, Finding, Site, draw_case
-from . import layouts_cls, layouts_loc, layouts_seg
-from .layouts import LABEL_CONCEPTS, SITES
-from .layouts import WRITERS as _ARK6_WRITERS
+from .providers import LABEL_CONCEPTS, SITES, WRITERS
 
-#: adapter name -> writer, for every layout the generator knows
-WRITERS = {**_ARK6_WRITERS, **layouts_cls.WRITERS, **layouts_loc.WRITERS, **layouts_seg.WRITERS}
 #: the Ark-6 datasets :func:`synthesize` writes by default, in writing order
 SYNTH_DATASETS = ("chexpert", "nih14", "rsna", "vindr_cxr", "shenzhen", "mimic_cxr")
 

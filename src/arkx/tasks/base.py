@@ -67,6 +67,22 @@ class Task:
         return dict(name=self.name, kind=self.kind, label_names=list(self.label_names))
 
 
+@dataclass(frozen=True)
+class TaskScore:
+    """A kind's score of one split: ``mean`` (higher is better: what early stopping watches) is the ``metric``
+    (e.g. ``dice``, ``map40``) averaged over ``per_label``; ``details`` holds the other figures (e.g. IoU,
+    mAP50) and ``raw`` the metric module's full result."""
+
+    metric: str
+    mean: float
+    per_label: dict[str, float]
+    details: dict[str, float]
+    raw: Any = None
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.per_label)
+
+
 class TaskKind:
     """The behaviour of one kind of task. Subclasses set the class attributes and implement the methods.
 
@@ -75,11 +91,14 @@ class TaskKind:
         head_attr: the ``ModuleDict`` of :class:`arkx.models.ark.ArkModel` its heads live in
             (``heads`` for classification, so Ark checkpoints keep their keys).
         needs_pyramid: whether its head reads the backbone's multi-scale feature maps.
+        loader_targets: the :class:`arkx.data.batch.Batch` targets its batches must carry
+            (``labels``, ``masks``, ``boxes``; what ``make_loader(targets=...)`` is asked for).
     """
 
     name: ClassVar[str]
     head_attr: ClassVar[str]
     needs_pyramid: ClassVar[bool] = False
+    loader_targets: ClassVar[tuple[str, ...]] = ()
 
     def build_head(self, task: Task, model: Any) -> "nn.Module":  # pragma: no cover - interface
         raise NotImplementedError
@@ -87,13 +106,25 @@ class TaskKind:
     def head_output(self, model: Any, features: Any, task: Task) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def batch_targets(self, batch: Any, data: Any, generator: Any = None) -> Any:  # pragma: no cover - interface
+        """The loss targets of ``batch`` (an :class:`arkx.data.batch.Batch` already on the model input's grid
+        and device); ``data`` is the dataset (its label policy), ``generator`` the step's CPU generator."""
+        raise NotImplementedError
+
     def loss(self, output: Any, targets: Any) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
     def predict(self, output: Any) -> Any:  # pragma: no cover - interface
+        """Per-batch predictions from the head's output, detached (on the output's device: the caller moves them)."""
         raise NotImplementedError
 
-    def score(self, predictions: Any, targets: Any, task: Task) -> Any:  # pragma: no cover - interface
+    def eval_targets(self, batch: Any) -> Any:  # pragma: no cover - interface
+        """Per-batch evaluation targets (raw, on the CPU) of ``batch`` on the model input's grid."""
+        raise NotImplementedError
+
+    def score(self, predictions: list, targets: list, task: Task) -> Any:  # pragma: no cover - interface
+        """The task's metric from per-batch predictions and targets (lists in batch order). The result has
+        ``mean`` (higher is better; what early stopping watches), ``metric`` (its name) and ``as_dict()``."""
         raise NotImplementedError
 
 

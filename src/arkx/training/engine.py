@@ -1,35 +1,49 @@
 """The pretraining engine: a plain loop over the schedule, in the torchvision-references style.
 
-One place owns the step: device placement, AMP, compile, channels_last, gradient clipping,
-learning rate, the optimizer's parameter groups, the teacher's EMA at dataset-epoch boundaries,
-evaluation and checkpoints. Each schedule step (one dataset epoch in cyclic mode, one mixed epoch
-in concurrent mode) is a pure function of (weights, optimizer state, seed, step index): that is
-what makes ``resume`` give the same weights as an uninterrupted run.
+    for step in schedule:
+        loss = engine.train_step(step)
+        for callback in callbacks:          # EMA teacher, log, evaluate, checkpoint
+            callback.on_step_end(engine, step, loss)
+
+The engine owns the step: device placement, AMP, compile, channels_last, the views, gradient
+clipping, learning rate and the optimizer. What a batch's loss is belongs to the
+:class:`~arkx.training.objective.Objective` (task loss through the task's kind, consistency at named
+feature sites); what happens between steps (EMA, evaluation, checkpoints, logging) to the
+:mod:`~arkx.training.callbacks`. Each schedule step (one epoch of one (dataset, task) in cyclic mode,
+one mixed epoch in concurrent mode) is a pure function of (weights, optimizer state, seed, step
+index): that is what makes ``resume`` give the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
-
-from ..errors import ArkxRuntimeError
 
 import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
+from ..config import ArkConfig, Precision
+from ..data.batch import Batch
 from ..data.loaders import PreparedDataset, make_loader
-from ..data.transforms import apply_uncertain_policy, eval_view, sample_augment_params, student_view
+from ..data.transforms import eval_view, sample_augment_params, student_view, to_unit
+from ..errors import ArkxRuntimeError, ArkxValueError
 from ..evaluation.metrics import task_auc
 from ..evaluation.predict import predict_head
 from ..evaluation.reports import MetricsLog
+from ..models.ark import ArkModel
+from ..tasks import Task
 from . import schedule as sched
-from .losses import combine, consistency_loss, task_loss
+from .callbacks import Callback, default_callbacks
+from .objective import PROJECTION, Objective, Terms
 from .optim import build_optimizer, set_learning_rate
-from .state import load_checkpoint, restore_rng, save_checkpoint
-from .teacher import ema_update, make_teacher
+from .state import load_checkpoint, restore_rng
+from .teacher import make_teacher
 
 log = logging.getLogger("arkx.training")
 
@@ -44,6 +58,7 @@ def derive_seed(seed: int, step: int, salt: int = 0) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -51,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(amp: str, device: torch.device):
+def autocast_for(amp: Precision, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A zero-argument context factory for the configured mixed precision."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return contextlib.nullcontext
@@ -75,14 +90,28 @@ class RunSummary:
         return self.steps_done >= self.total_steps
 
 
+def pretraining_tasks(datasets: dict[str, PreparedDataset]) -> dict[str, Task]:
+    """The task Ark pretrains on each dataset: its classification task, named after the dataset's head."""
+    tasks = {}
+    for name, ds in datasets.items():
+        if ds.task is None or not ds.task.is_classification:
+            raise ArkxValueError(f"dataset {name!r} has no image-level classification labels to pretrain a head on")
+        tasks[name] = Task(name, ds.task.kind, ds.task.label_names)
+    return tasks
+
+
 class Engine:
-    def __init__(self, cfg, datasets: dict[str, PreparedDataset], student, out: Path, progress: bool = True):
+    """Pretraining of ``student`` (and its EMA teacher) on ``datasets`` as ``cfg`` says, into the run folder ``out``."""
+
+    def __init__(self, cfg: ArkConfig, datasets: dict[str, PreparedDataset], student: ArkModel, out: Path,
+                 progress: bool = True):
         self.cfg = cfg
         self.datasets = datasets
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(cfg.run.device)
         t = cfg.training
+        self.tasks = pretraining_tasks(datasets)
         self.student = student.to(self.device)
         if t.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
@@ -100,17 +129,25 @@ class Engine:
                 self.compile_state = "pending"
             except Exception as err:  # compile is an optimisation: fall back, say so
                 self._compile_failed(err)
-        self.schedule = sched.build_schedule(t.mode, cfg.dataset_order, t.rounds)
+        self.schedule = sched.build_schedule(t.mode, self._schedule_entries(), t.rounds)
+        self.objective = Objective.from_config(t.consistency, len(self.schedule))
         pin = self.device.type == "cuda"
         d = cfg.data
-        self.train_loaders = {
+        self.train_loaders: dict[str, DataLoader] = {
             name: make_loader(ds, "train", d.batch_size, d.workers, train=True,
                               max_batches=t.max_iters_per_epoch, pin_memory=pin)
             for name, ds in datasets.items()
         }
-        self.eval_loaders: dict[tuple[str, str], object] = {}
+        self.eval_loaders: dict[tuple[str, str], DataLoader] = {}
+        self.metrics: MetricsLog | None = None  # open while run() runs; the callbacks write to it
         self.images_seen = 0
         self.skipped_steps = 0
+
+    def _schedule_entries(self) -> list[tuple[str, Task]]:
+        """(dataset, task) in schedule order: ``training.order`` cycles in cyclic mode; a concurrent step sums
+        the datasets in the order they were given (the order their batches are drawn and their losses add)."""
+        names = self.cfg.dataset_order if self.cfg.training.mode == "cyclic" else list(self.datasets)
+        return [(name, self.tasks[name]) for name in names]
 
     # ------------------------------------------------------------------ resume
     def restore(self, checkpoint_dir: Path) -> int:
@@ -130,7 +167,7 @@ class Engine:
         self.compiled = None
         self.compile_state = "fallback"
 
-    def _student_forward(self, x: torch.Tensor, name: str):
+    def _student_forward(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's forward, compiled when ``training.compile`` is on. ``torch.compile`` compiles
         lazily, so most failures surface at the first call: they, too, fall back to eager."""
         if self.compiled is None:
@@ -143,29 +180,57 @@ class Engine:
         self.compile_state = "compiled"
         return out
 
-    def _batch_loss(self, name: str, batch, step: sched.Step, aug_gen, label_gen, weight: float):
-        ds = self.datasets[name]
-        images, targets, rows = batch
-        # the policy runs on the CPU copy (its draws come from a CPU generator anyway): no device sync
-        targets = apply_uncertain_policy(targets, ds.uncertain, label_gen, ds.lsr_ones_range, ds.lsr_zeros_range)
-        images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+    def _views(self, images: torch.Tensor, aug_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's augmented view and the teacher's view (Ark+: the resized original image)."""
         size = self.cfg.data.image_size
         augment = self.cfg.augment
-        x_student = student_view(images, size, sample_augment_params(images.shape[0], augment, aug_gen), augment.border)
-        x_teacher = eval_view(images, size)  # Ark+: the teacher sees the resized original image
+        unit = to_unit(images)  # converted once; both views read it
+        x_student = student_view(unit, size, sample_augment_params(images.shape[0], augment, aug_gen), augment.border)
+        x_teacher = eval_view(unit, size)
         if self.cfg.training.channels_last:
             x_student = x_student.contiguous(memory_format=torch.channels_last)
             x_teacher = x_teacher.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            z_student, logits = self._student_forward(x_student, name)
-            with torch.no_grad():
-                z_teacher = self.teacher.embed(x_teacher)
-            task = task_loss(ds.task.kind, logits, targets)
-            cons = consistency_loss(z_student, z_teacher)
-        return combine(task, cons, weight), rows
+        return x_student, x_teacher
 
-    def _nonfinite_message(self, value: float, step: sched.Step, batches: list) -> str:
+    def _forward(self, task: Task, x_student: torch.Tensor, x_teacher: torch.Tensor
+                 ) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The student's head output and its features at the objective's sites, and the teacher's (no gradient).
+
+        Ark's path (a classification task, the projection the only site) is ``student(x, head)`` (compiled
+        when ``training.compile``) and ``teacher.embed``; any other site reads the models' ``Features``."""
+        objective = self.objective
+        if task.is_classification and objective.projection_only:
+            z_student, output = self._student_forward(x_student, task.name)
+            student_sites = {PROJECTION: z_student} if objective.sites else {}
+            with torch.no_grad():
+                teacher_sites = {PROJECTION: self.teacher.embed(x_teacher)} if objective.sites else {}
+            return output, student_sites, teacher_sites
+        features, output = self.student.run_task(x_student, task)
+        student_sites = objective.read_sites(self.student, features)
+        teacher_sites = {}
+        if objective.sites:
+            with torch.no_grad():
+                teacher_sites = objective.read_sites(
+                    self.teacher, self.teacher.forward_features(x_teacher, pyramid=objective.needs_pyramid))
+        return output, student_sites, teacher_sites
+
+    def _batch_loss(self, name: str, batch: Batch, step: sched.Step, aug_gen: torch.Generator,
+                    label_gen: torch.Generator, weights: dict[str, float], task: Task | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's loss of one batch of dataset ``name`` for the step's ``task`` (default: the dataset's
+        pretraining task), on the device, and the batch's record rows."""
+        task = task or self.tasks[name]
+        # the targets are made on the CPU copy (the policy's draws come from a CPU generator): no device sync
+        targets = self.objective.targets(task, batch, self.datasets[name], label_gen)
+        images = batch.images.to(self.device, non_blocking=True)
+        targets = _to_device(targets, self.device)
+        x_student, x_teacher = self._views(images, aug_gen)
+        with self.autocast():
+            output, student_sites, teacher_sites = self._forward(task, x_student, x_teacher)
+            terms: Terms = self.objective.terms(task, output, targets, student_sites, teacher_sites)
+        return self.objective.combine(terms, weights), batch.rows
+
+    def _nonfinite_message(self, value: float, step: sched.Step, batches: list[tuple[str, torch.Tensor]]) -> str:
         ids = []
         for name, rows in batches:
             frame = self.datasets[name].records.images
@@ -173,7 +238,7 @@ class Engine:
         return (f"non-finite loss ({value}) at step {step.index} (round {step.round}, "
                 f"dataset {step.dataset}); batch images: {', '.join(ids)}")
 
-    def _skip_if_nonfinite(self, loss: torch.Tensor, step: sched.Step, batches: list) -> bool:
+    def _skip_if_nonfinite(self, loss: torch.Tensor, step: sched.Step, batches: list[tuple[str, torch.Tensor]]) -> bool:
         """``on_nonfinite_loss=skip``: True (and a warning) when this iteration's loss is not finite.
 
         Whether to step must be known before the optimizer step, so this mode reads the loss back
@@ -186,7 +251,7 @@ class Engine:
         self.skipped_steps += 1
         return True
 
-    def _read_back(self, window: list, step: sched.Step) -> None:
+    def _read_back(self, window: list[tuple[torch.Tensor, list]], step: sched.Step) -> None:
         """Bring the losses of the iterations since the last read-back to the host, in one transfer.
 
         Losses stay on the device between read-backs (every ``training.log_every`` iterations and at
@@ -228,25 +293,25 @@ class Engine:
         cap = self.cfg.training.max_iters_per_epoch
         return min(n, cap) if cap else n
 
-    def train_step(self, step: sched.Step, on_iteration=None) -> float:
+    def train_step(self, step: sched.Step,
+                   on_iteration: Callable[[int, int, torch.Tensor, int], None] | None = None) -> float:
         """Train one schedule step; returns the mean loss over its iterations."""
         t = self.cfg.training
         seed = derive_seed(self.cfg.run.seed, step.index)
         torch.manual_seed(seed)  # dropout / drop-path inside the backbone
         aug_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 1))
         label_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 2))
-        names = list(self.datasets) if step.dataset == sched.CONCURRENT else [step.dataset]
+        names = step.datasets
         for k, name in enumerate(names):
             self.train_loaders[name].sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, 10 + k))
         iterations = max(self._iterations(n) for n in names)
         iterators = {n: iter(self.train_loaders[n]) for n in names}
         restarts = {n: 0 for n in names}
-        weight = sched.consistency_weight(sched.step_fraction(step, len(self.schedule)),
-                                          weight=t.consistency.weight, ramp=t.consistency.ramp)
+        weights = self.objective.weights(step)
         self.student.train()
         total = torch.zeros((), device=self.device)
         counted = 0
-        window: list = []  # (loss on the device, batches) of the iterations since the last read-back
+        window: list[tuple[torch.Tensor, list]] = []  # (loss on the device, batches) since the last read-back
         for it in range(iterations):
             lr = sched.learning_rate(sched.progress_in_rounds(step, it, iterations), base=t.lr, rounds=t.rounds,
                                      warmup=t.warmup_rounds, schedule=t.lr_schedule, min_lr=t.min_lr,
@@ -254,9 +319,9 @@ class Engine:
             set_learning_rate(self.optimizer, lr)
             loss = torch.zeros((), device=self.device)
             batches = []
-            for name in names:
+            for name, task in step.parts:
                 batch = self._next_batch(name, iterators, restarts, step)
-                part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weight)
+                part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weights, task)
                 loss = loss + part
                 batches.append((name, rows))
                 self.images_seen += int(rows.shape[0])
@@ -273,7 +338,7 @@ class Engine:
         self._read_back(window, step)
         return float(total.item() / max(counted, 1))
 
-    def _next_batch(self, name: str, iterators: dict, restarts: dict, step: sched.Step):
+    def _next_batch(self, name: str, iterators: dict[str, Any], restarts: dict[str, int], step: sched.Step) -> Batch:
         """Next batch of ``name``; in concurrent mode a shorter dataset starts a fresh pass."""
         try:
             return next(iterators[name])
@@ -284,15 +349,8 @@ class Engine:
             iterators[name] = iter(loader)
             return next(iterators[name])
 
-    def ema_after(self, step: sched.Step) -> float:
-        e = self.cfg.training.ema
-        m = sched.ema_momentum(sched.step_fraction(step, len(self.schedule)), start=e.momentum_start,
-                               end=e.momentum_end, schedule=e.schedule)
-        ema_update(self.teacher, self.student, m)
-        return m
-
     # ------------------------------------------------------------------ evaluation
-    def _eval_loader(self, name: str, split: str):
+    def _eval_loader(self, name: str, split: str) -> DataLoader:
         key = (name, split)
         if key not in self.eval_loaders:
             d = self.cfg.data
@@ -300,9 +358,9 @@ class Engine:
                                                  train=False, pin_memory=self.device.type == "cuda")
         return self.eval_loaders[key]
 
-    def evaluate(self, split: str, models: list[str]) -> dict[str, dict[str, object]]:
+    def evaluate(self, split: str, models: list[str]) -> dict[str, dict[str, Any]]:
         """``{model: {dataset: AucResult}}`` on one split of every dataset."""
-        results: dict[str, dict[str, object]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for model_name in models:
             model = self.student if model_name == "student" else self.teacher
             results[model_name] = {}
@@ -315,17 +373,17 @@ class Engine:
                 results[model_name][name] = task_auc(ds.task.kind, scores, targets, ds.task.label_names)
         return results
 
-    def _should_evaluate(self, step: sched.Step) -> bool:
-        every = self.cfg.eval.every
-        return every == "dataset_epoch" or (every == "round" and step.position == step.per_round - 1)
-
     # ------------------------------------------------------------------ the run
-    def run(self, start_step: int = 0, stop_after_steps: int | None = None, checkpoint_extra=None) -> RunSummary:
-        """Train the schedule from ``start_step``. ``checkpoint_extra``: a zero-argument callable whose dict is
-        added to every checkpoint's ``extra`` (the caller's record of the run: data, config, time)."""
-        cfg = self.cfg
-        ckpt_dir = self.out / "checkpoints"
-        metrics = MetricsLog(self.out, start_step=start_step)
+    def run(self, start_step: int = 0, stop_after_steps: int | None = None,
+            checkpoint_extra: Callable[[], dict] | None = None,
+            callbacks: Sequence[Callback] | None = None) -> RunSummary:
+        """Train the schedule from ``start_step``, calling each callback after every step and at the end.
+
+        ``callbacks`` default to :func:`arkx.training.callbacks.default_callbacks` (EMA, log, evaluate,
+        checkpoint, in that order); ``checkpoint_extra``: a zero-argument callable whose dict is added to every
+        checkpoint's ``extra`` (the caller's record of the run: data, config, time)."""
+        callbacks = list(callbacks) if callbacks is not None else default_callbacks(checkpoint_extra)
+        self.metrics = MetricsLog(self.out, start_step=start_step)
         summary = RunSummary(out=self.out, steps_done=start_step, total_steps=len(self.schedule),
                              skipped_images={n: len(d.skipped) for n, d in self.datasets.items()})
         remaining = self.schedule[start_step:]
@@ -335,43 +393,35 @@ class Engine:
         try:
             with _progress(self.progress, len(self.schedule), start_step) as bar:
                 for step in remaining:
-                    label = f"round {step.round + 1}/{cfg.training.rounds} · {step.dataset}"
+                    label = f"round {step.round + 1}/{self.cfg.training.rounds} · {step.dataset}"
                     bar.describe(label)
                     loss = self.train_step(step)
-                    momentum = self.ema_after(step)
-                    metrics.add_scalar(f"loss/{step.dataset}", loss, step.index)
-                    metrics.add_scalar("ema_momentum", momentum, step.index)
-                    if self._should_evaluate(step):
-                        for split in cfg.eval.splits:
-                            self._log_eval(metrics, step, split)
-                    save_checkpoint(ckpt_dir, step_done=step.index + 1, student=self.student, teacher=self.teacher,
-                                    optimizer=self.optimizer, keep_history=cfg.checkpoint.keep_history,
-                                    extra=dict(images_seen=self.images_seen, skipped_steps=self.skipped_steps,
-                                               heads=self.student.head_config(),
-                                               **(checkpoint_extra() if checkpoint_extra else {})))
+                    for callback in callbacks:
+                        callback.on_step_end(self, step, loss)
                     summary.steps_done = step.index + 1
                     bar.advance(1, description=f"{label} · loss {loss:.4f}")
             summary.train_seconds = time.perf_counter() - started
             summary.images_seen = self.images_seen
             summary.skipped_steps = self.skipped_steps
-            if summary.finished and cfg.eval.test_at_end:
-                final_step = sched.Step(len(self.schedule), cfg.training.rounds, "final", 0, 1)
-                results = self._log_eval(metrics, final_step, "test")
-                summary.final = {m: {d: r.mean for d, r in per.items()} for m, per in results.items()}
+            for callback in callbacks:
+                callback.on_run_end(self, summary)
         finally:
-            metrics.close()
+            self.metrics.close()
         return summary
 
-    def _log_eval(self, metrics: MetricsLog, step: sched.Step, split: str):
-        results = self.evaluate(split, list(self.cfg.eval.models))
-        for model_name, per_dataset in results.items():
-            for name, result in per_dataset.items():
-                metrics.add_auc(step=step.index, round_=step.round, trained=step.dataset, model=model_name,
-                                dataset=name, split=split, result=result)
-        return results
+
+def _to_device(targets: Any, device: torch.device) -> Any:
+    """``targets`` (a tensor, or lists / dicts of tensors as a kind makes them) on ``device``."""
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device, non_blocking=True)
+    if isinstance(targets, dict):
+        return {k: _to_device(v, device) for k, v in targets.items()}
+    if isinstance(targets, (list, tuple)):
+        return type(targets)(_to_device(v, device) for v in targets)
+    return targets
 
 
-def _progress(enabled: bool, total_steps: int, completed: int):
+def _progress(enabled: bool, total_steps: int, completed: int) -> Any:
     """The run's progress (arkx.progress: a bar on a terminal, a log line every ~10% of steps otherwise)."""
     from ..progress import Progress
 

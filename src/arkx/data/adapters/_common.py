@@ -1,4 +1,5 @@
-"""Small helpers shared by adapters: required files and columns, label parsing, seeded splits.
+"""Small helpers shared by adapters: required files and columns, label parsing (the seeded splits live in
+:mod:`arkx.data.splits`, the folder scans and label-file paths in :mod:`._paths`; both re-exported here).
 
 Also the tolerant reading every adapter shares (providers' files as they are shipped, across releases):
 
@@ -20,19 +21,27 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import logging
-import os
-import posixpath
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError
+from ..splits import carve_validation, patient_split  # noqa: F401  (re-exported: the adapters import them here)
+from ._paths import (  # noqa: F401  (re-exported: the adapters import them here)
+    OS_JUNK_DIRS,
+    OS_JUNK_FILES,
+    child,
+    is_os_junk,
+    list_dir,
+    path_in_base,
+    paths_in_base,
+    walk_files,
+)
 
 _log = logging.getLogger("arkx.data")
 
@@ -164,104 +173,6 @@ def read_text_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
 
 
-# ------------------------------------------------------------------------- folder scans
-
-#: files operating systems leave in folders; never data (``._*`` AppleDouble files are matched by prefix)
-OS_JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
-OS_JUNK_DIRS = frozenset({"__macosx", ".spotlight-v100", ".trashes", ".fseventsd"})
-
-
-def is_os_junk(name: str) -> bool:
-    """True for macOS AppleDouble ``._NAME`` files, ``__MACOSX/`` and ``.DS_Store`` / ``Thumbs.db`` & co."""
-    low = name.lower()
-    return name.startswith("._") or low in OS_JUNK_FILES or low in OS_JUNK_DIRS
-
-
-def list_dir(folder: Path) -> list[Path]:
-    """Sorted entries of ``folder`` without OS artefacts (:func:`is_os_junk`)."""
-    return sorted(p for p in folder.iterdir() if not is_os_junk(p.name))
-
-
-def walk_files(folder: Path) -> Iterator[Path]:
-    """Every file under ``folder`` (sorted, depth first) without OS artefacts or their folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not is_os_junk(d))
-        for name in sorted(filenames):
-            if not is_os_junk(name):
-                yield Path(dirpath, name)
-
-
-def child(parent: Path, name: str) -> Path:
-    """``parent / name``, or its case-insensitive match (``Data`` for ``data``, ``x.PNG`` for ``x.png``).
-
-    Exact spelling wins; without any match ``parent / name`` is returned, so error messages name the
-    spelling the layout documents. ``name`` may hold several ``/``-separated parts.
-    """
-    out = parent
-    for part in Path(name).parts:
-        exact = out / part
-        if exact.exists() or not out.is_dir():
-            out = exact
-            continue
-        low = part.lower()
-        out = next((p for p in sorted(out.iterdir()) if p.name.lower() == low and not is_os_junk(p.name)), exact)
-    return out
-
-
-# ------------------------------------------------------------------------- paths read from label files
-
-
-def path_in_base(base: Path, raw: str, *, dataset: str, source: Path, where: str, column: str) -> str:
-    """A path read from a label file, checked to stay inside ``base``; returned relative to ``base``.
-
-    ``raw`` relative: returned unchanged when it stays inside ``base`` after ``..`` is collapsed.
-    ``raw`` absolute: accepted only when it lies inside ``base`` (returned relative to it). Anything
-    else is a DatasetFormatError naming ``source``, ``where`` (e.g. ``row 7``), ``column`` and the path.
-
-    The check is lexical: symlinks are not followed. A symlink inside the dataset folder was put there
-    by whoever owns the folder (who could as well have copied the files in), and following it would
-    refuse the common ``images -> /big/disk/images`` layout; what is refused is a label file steering
-    reads outside the folder it describes.
-    """
-    text = str(raw)
-    if not text.startswith(("/", "\\")) and ".." not in text:
-        return text  # fast path: the common case cannot climb out
-    posix = text.replace("\\", "/")
-    if posixpath.isabs(posix):
-        rel = _relative_to(posix, base)
-        if rel is not None:
-            return rel
-    else:
-        norm = posixpath.normpath(posix)
-        if norm != ".." and not norm.startswith("../"):
-            return text
-    raise DatasetFormatError(
-        f"{dataset}: {source} {where} column {column!r}: path {text!r} points outside {base}; paths in label "
-        f"files must stay inside the dataset folder (for images kept elsewhere, name their folder with the "
-        f"adapter's image_root / images_root option where it has one)")
-
-
-def _relative_to(posix_abs: str, base: Path) -> str | None:
-    target = posixpath.normpath(posix_abs)
-    for anchor in {os.path.abspath(base), os.path.realpath(base)}:
-        anchor = anchor.replace(os.sep, "/")
-        if target == anchor:
-            return "."
-        if target.startswith(anchor.rstrip("/") + "/"):
-            return target[len(anchor.rstrip("/")) + 1:]
-    return None
-
-
-def paths_in_base(base: Path, raws: Iterable[object], *, dataset: str, source: Path, column: str,
-                  first_row: int = 2, unit: str = "row") -> list[str]:
-    """:func:`path_in_base` for a column of paths; ``first_row`` numbers the first value (CSV data: 2).
-
-    ``unit`` names a position: ``"row"`` -> ``row 7``; a JSON list such as ``"images[]"`` -> ``images[7]``."""
-    def where(i: int) -> str:
-        return f"{unit[:-2]}[{i}]" if unit.endswith("[]") else f"{unit} {i}"
-
-    return [path_in_base(base, str(r), dataset=dataset, source=source, where=where(i), column=column)
-            for i, r in enumerate(raws, start=first_row)]
 def parse_label_columns(
     frame: pd.DataFrame,
     columns: Sequence[str],
@@ -299,48 +210,6 @@ def show_value(value: object) -> str:
     if isinstance(value, np.generic):
         value = value.item()
     return repr(value)
-
-
-def _stable_unit_interval(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64
-
-
-def patient_split(
-    patient_ids: Sequence[str], seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-) -> np.ndarray:
-    """Seeded patient-level split: every image of a patient gets the same split.
-
-    The split of a patient depends only on (seed, patient id), not on row order or on which other
-    patients are present, so adding images never moves an existing patient to another split.
-    """
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions {fractions} must sum to 1")
-    cut_train, cut_val = fractions[0], fractions[0] + fractions[1]
-    cache: dict[str, str] = {}
-    out = []
-    for pid in patient_ids:
-        pid = str(pid)
-        if pid not in cache:
-            u = _stable_unit_interval(pid, seed)
-            cache[pid] = "train" if u < cut_train else ("val" if u < cut_val else "test")
-        out.append(cache[pid])
-    return np.asarray(out, dtype=object)
-
-
-def carve_validation(
-    patient_ids: Sequence[str], is_trainval: np.ndarray, seed: int, val_fraction: float = 0.1
-) -> np.ndarray:
-    """Split an official train(+val) portion into train / val by patient; the rest is ``test``.
-
-    Used where the provider ships only train/test (NIH14), so model selection never sees test.
-    """
-    out = np.where(np.asarray(is_trainval, dtype=bool), "train", "test").astype(object)
-    for i, pid in enumerate(patient_ids):
-        if out[i] == "train" and _stable_unit_interval(str(pid), seed + 7919) < val_fraction:
-            out[i] = "val"
-    return out
-
 
 def normalise_sex(values: Iterable[object]) -> list[str | None]:
     """Map provider spellings (Male/Female, M/F, m/f, 0/1 where documented elsewhere) to M/F/None."""

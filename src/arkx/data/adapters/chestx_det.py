@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..masks import MASK_COLUMNS
 from ..records import DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, child, images_frame, path_in_base
+from ..splits import in_carved_validation
+from ._common import child, images_frame, path_in_base
 from .generic_coco import BOX_COLUMNS
 from .registry import AdapterOptions, register
 
@@ -126,7 +127,7 @@ def read(root: Path, options: ChestXDetOptions) -> Records:
         raise DatasetFormatError(f"chestx_det: file_name {frame['image_id'][dup].iloc[0]!r} appears twice")
     split = frame["split"].to_numpy(dtype=object)
     for i, fid in enumerate(frame["image_id"]):
-        if split[i] == "train" and _stable_unit_interval(fid, options.split_seed + 7919) < options.val_fraction:
+        if split[i] == "train" and in_carved_validation(fid, options.split_seed, options.val_fraction):
             split[i] = "val"
     ids = frame["image_id"].tolist()
     recs = images_frame(image_id=ids, path=frame["path"].tolist(), patient_id=ids, split=split,
@@ -137,4 +138,6 @@ def read(root: Path, options: ChestXDetOptions) -> Records:
              "patient_id": "not provided: one patient per image"}
     return Records("chestx_det", root, recs, Task("chestx_det", "multilabel", CATEGORIES), labels,
                    boxes=pd.DataFrame(box_rows, columns=BOX_COLUMNS),
-                   masks=pd.DataFrame(mask_rows, columns=list(MASK_COLUMNS)), split_source="official", notes=notes)
+                   masks=pd.DataFrame(mask_rows, columns=list(MASK_COLUMNS)), split_source="official", notes=notes,
+                   box_label_names=CATEGORIES, mask_label_names=CATEGORIES if mask_rows else None,
+                   masks_exhaustive=True)  # every image was annotated: no polygon of a finding = none of it

@@ -47,6 +47,7 @@ from ._common import images_frame, list_dir, path_in_base, patient_split, read_c
 from .registry import AdapterOptions, register
 
 ENCODING = "chexmask"
+#: the CSV's mask columns in the provider's order (also the mask head order)
 STRUCTURES = ("Left Lung", "Right Lung", "Heart")
 ID_COLUMNS = ("image_id", "dicom_id", "Path", "Image Index", "ImageID", "Image", "id")
 PATIENT_COLUMNS = ("subject_id", "PatientID", "Patient ID", "patient_id")
@@ -218,4 +219,4 @@ def read(root: Path, options: ChexmaskOptions) -> Records:
     notes["mask_sides"] = "Left/Right Lung taken as the patient's sides"
     masks = pd.DataFrame(mask_rows, columns=["image_id", "label", "kind", "rle", "encoding", "height", "width"])
     return Records("chexmask", root, images, None, np.zeros((n, 0), np.float32), masks=masks,
-                   split_source="seeded-patient", notes=notes)
+                   split_source="seeded-patient", notes=notes, mask_label_names=tuple(structures))

@@ -35,7 +35,8 @@ import pandas as pd
 
 from ..masks import MASK_COLUMNS
 from ..records import SPLITS, DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, images_frame, path_in_base
+from ..splits import in_carved_validation
+from ._common import images_frame, path_in_base
 from .registry import AdapterOptions, register
 
 LAYOUT = """\
@@ -202,7 +203,7 @@ def read(root: Path, options: COCOOptions) -> Records:
     split = frame["split"].to_numpy(dtype=object)
     if "val" not in files and "train" in files and options.val_fraction > 0:
         for i, fid in enumerate(frame["image_id"]):
-            if split[i] == "train" and _stable_unit_interval(fid, options.split_seed + 7919) < options.val_fraction:
+            if split[i] == "train" and in_carved_validation(fid, options.split_seed, options.val_fraction):
                 split[i] = "val"
         notes["val"] = (f"{options.val_fraction:.0%} of the train JSON's images (seeded by image = patient, "
                         f"seed {options.split_seed}); train/test from the JSONs")
@@ -212,6 +213,10 @@ def read(root: Path, options: COCOOptions) -> Records:
     recs = images_frame(image_id=ids, path=frame["path"].tolist(), patient_id=ids, split=split,
                         view=[None] * len(ids), sex=[None] * len(ids), age=[np.nan] * len(ids))
     task = Task("coco", "multilabel", tuple(categories)) if categories else None
+    # the head order is the categories' (by id, first file first); a kind without any annotation has no head
     return Records("coco", root, recs, task, labels, boxes=pd.DataFrame(boxes, columns=BOX_COLUMNS),
                    masks=pd.DataFrame(mask_rows, columns=list(MASK_COLUMNS)),
-                   split_source="seeded-patient" if "val" in notes else "official", notes=notes)
+                   split_source="seeded-patient" if "val" in notes else "official", notes=notes,
+                   box_label_names=tuple(categories) if boxes else None,
+                   mask_label_names=tuple(categories) if mask_rows else None,
+                   masks_exhaustive=True)  # COCO: an image listed without a category's annotation has none

@@ -148,5 +148,7 @@ def read(root: Path, options: MaskFolderOptions) -> Records:
              "images_without_mask": int(sum(v["without_mask"] for v in stats.values())),
              "mask_convention": ("index masks: inside = pixel == value" if options.label_values
                                  else "binary masks: nonzero = inside")}
+    # index masks: the head follows the order the user gave label_values in; label folders: sorted names
     return Records("mask_folder", root, images, None, np.zeros((n, 0), np.float32), masks=masks,
-                   split_source=split_source, notes=notes)
+                   split_source=split_source, notes=notes,
+                   mask_label_names=tuple(options.label_values) if options.label_values else None)

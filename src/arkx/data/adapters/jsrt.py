@@ -51,6 +51,10 @@ SCR_STRUCTURES = {
     "left clavicle": "Left Clavicle",
     "right clavicle": "Right Clavicle",
 }
+#: mask head order: the SCR description's order (both lungs, the heart, both clavicles), right before left
+SCR_LABELS = ("Right Lung", "Left Lung", "Heart", "Right Clavicle", "Left Clavicle")
+#: box head: the JSRT nodule (one per JPCLN image, from CLNDAT_EN.txt)
+BOX_LABELS = ("Nodule",)
 _NAME = re.compile(r"^(JPC[LN]N\d{3})$", re.IGNORECASE)
 _FOLD_PARENTS = ("scratch", "", "scr", "SCR")
 
@@ -226,4 +230,5 @@ def read(root: Path, options: JsrtOptions) -> Records:
     if bad_side:
         notes["unreadable_image_sizes"] = bad_side
     return Records("jsrt", root, images, Task("jsrt", "multilabel", ("Nodule",)), labels, boxes=boxes,
-                   masks=masks, split_source="official", notes=notes)
+                   masks=masks, split_source="official", notes=notes,
+                   box_label_names=BOX_LABELS if box_rows else None, mask_label_names=SCR_LABELS)

@@ -90,4 +90,4 @@ def read(root: Path, options: AdapterOptions) -> Records:
     labels = np.asarray(tb, dtype=np.float32)[:, None]
     masks = pd.DataFrame(mask_rows, columns=["image_id", "label", "kind", "path"])
     return Records("montgomery", root, images, Task("montgomery", "multilabel", ("Tuberculosis",)), labels,
-                   masks=masks, split_source="seeded-patient", notes=notes)
+                   masks=masks, split_source="seeded-patient", notes=notes, mask_label_names=tuple(MASK_DIRS))

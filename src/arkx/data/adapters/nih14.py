@@ -48,6 +48,9 @@ VIEW_COLUMNS = ("View Position",)
 #: BBox_List_2017.csv writes "Infiltrate" where Data_Entry writes "Infiltration"; boxes use the head's name
 BBOX_LABEL_TO_HEAD = {"Infiltrate": "Infiltration"}
 BBOX_COLUMNS = ("Image Index", "Finding Label", "Bbox [x", "y", "w", "h]")
+#: the 8 findings NIH boxed (Wang et al. 2017's order; the box head), named as the classification head names them
+NIH_BOX_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                  "Pneumothorax")
 
 LAYOUT = """\
 ChestX-ray14/
@@ -170,4 +173,4 @@ def read(root: Path, options: NIH14Options) -> Records:
     if boxes is not None:
         notes["bbox_label_renamed"] = "Infiltrate -> Infiltration"
     return Records("nih14", root, images, Task("nih14", "multilabel", NIH14_LABELS), labels,
-                   boxes=boxes, notes=notes)
+                   boxes=boxes, notes=notes, box_label_names=NIH_BOX_LABELS if boxes is not None else None)

@@ -83,4 +83,4 @@ def read(root: Path, options: NODE21Options) -> Records:
              "image_format": ".mha (MetaImage): arkx.data.mha.read_mha", "boxes": int(pos.sum()),
              "rows_label0_with_box_ignored": int(((label == 0) & (coords["width"] > 0)).sum())}
     return Records("node21", root, images, Task("node21", "multilabel", (LABEL,)), labels, boxes=boxes,
-                   split_source="seeded-patient", notes=notes)
+                   split_source="seeded-patient", notes=notes, box_label_names=(LABEL,))

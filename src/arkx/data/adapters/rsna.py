@@ -153,4 +153,5 @@ def read(root: Path, options: RSNAOptions) -> Records:
         view=[m.get("view") for m in meta], sex=[m.get("sex") for m in meta],
         age=[m.get("age", np.nan) for m in meta],
     )
-    return Records("rsna", root, images, task, labels, boxes=boxes, split_source="seeded-patient", notes=notes)
+    return Records("rsna", root, images, task, labels, boxes=boxes, split_source="seeded-patient", notes=notes,
+                   box_label_names=("Lung Opacity",))

@@ -217,8 +217,11 @@ def rle_records(
     masks = pd.DataFrame(mask_rows, columns=list(M.MASK_COLUMNS))
     boxes = pd.DataFrame(box_rows, columns=["image_id", "label", "x_min", "y_min", "x_max", "y_max"]) \
         if options.boxes_from_masks else None
+    # declared even when no image is positive: the dataset's segmentation / detection heads always exist
     return Records(dataset, root, images, Task(dataset, "multilabel", (label,)), labels, boxes=boxes, masks=masks,
-                   split_source="seeded-patient", notes=notes)
+                   split_source="seeded-patient", notes=notes, mask_label_names=(label,),
+                   box_label_names=(label,) if boxes is not None else None,
+                   masks_exhaustive=True)  # "-1" (and an image without rows) = annotated, no pneumothorax
 
 
 def read_rle_table(path: Path, dataset: str, id_col: str, rle_col: str) -> pd.DataFrame:

@@ -31,12 +31,14 @@ import numpy as np
 import pandas as pd
 
 from ..records import DatasetFormatError, Records, Task
-from ._common import _stable_unit_interval, child, images_frame, paths_in_base, read_text_lines
+from ..splits import in_carved_validation
+from ._common import child, images_frame, paths_in_base, read_text_lines
 from .generic_coco import BOX_COLUMNS, coco_parts, load_coco
 from .registry import AdapterOptions, register
 
 CLASSES = ("Healthy", "Sick but non-TB", "Tuberculosis")
 FOLDER_CLASS = {"health": "Healthy", "sick": "Sick but non-TB", "tb": "Tuberculosis"}
+#: the COCO categories of the official JSONs in category-id order (1, 2, 3): the box head order
 TB_CATEGORIES = ("ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTuberculosis")
 IMAGE_DIR = "imgs"
 JSON_DIR = "annotations/json"
@@ -103,7 +105,7 @@ def read(root: Path, options: TBX11KOptions) -> Records:
     split = frame["split"].to_numpy(dtype=object)
     if options.split == "val_as_test":
         for i, fid in enumerate(frame["image_id"]):
-            if split[i] == "train" and _stable_unit_interval(fid, options.split_seed + 7919) < options.val_fraction:
+            if split[i] == "train" and in_carved_validation(fid, options.split_seed, options.val_fraction):
                 split[i] = "val"
         notes["split"] = (f"official val -> test; {options.val_fraction:.0%} of official train -> val "
                           f"(seeded by image, seed {options.split_seed})")
@@ -132,5 +134,5 @@ def read(root: Path, options: TBX11KOptions) -> Records:
     recs = images_frame(image_id=ids, path=frame["path"].tolist(), patient_id=ids, split=split,
                         view=[None] * len(ids), sex=[None] * len(ids), age=[np.nan] * len(ids))
     return Records("tbx11k", root, recs, Task("tbx11k", "multiclass", CLASSES), labels,
-                   boxes=pd.DataFrame(boxes, columns=BOX_COLUMNS),
+                   boxes=pd.DataFrame(boxes, columns=BOX_COLUMNS), box_label_names=TB_CATEGORIES,
                    split_source="seeded-patient" if options.split == "val_as_test" else "official", notes=notes)

@@ -158,5 +158,12 @@ def read(root: Path, options: VinDrOptions) -> Records:
         view=[m.get("view") for m in meta], sex=[m.get("sex") for m in meta], age=[m.get("age", np.nan) for m in meta],
     )
     boxes = pd.concat([f.reset_index(drop=True) for f in box_frames], ignore_index=True) if box_frames else None
+    box_names = None
+    if boxes is not None:
+        # the 22 local labels in the provider's column order; a class_name outside them is kept (after them)
+        extra = sorted(set(boxes["label"].astype(str)) - set(LOCAL_LABELS))
+        if extra:
+            notes["box_labels_not_local"] = extra
+        box_names = LOCAL_LABELS + tuple(extra)
     return Records("vindr_cxr", root, images, Task("vindr_cxr", "multilabel", wanted), labels,
-                   boxes=boxes, notes=notes)
+                   boxes=boxes, notes=notes, box_label_names=box_names)

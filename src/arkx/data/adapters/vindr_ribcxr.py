@@ -44,6 +44,7 @@ from ..records import DatasetFormatError, Records
 from ._common import carve_validation, child, images_frame, list_dir
 from .registry import AdapterOptions, register
 
+#: the provider's rib keys in its JSON order (R1..R10, then L1..L10): the mask head order
 RIB_LABELS = tuple(f"R{i}" for i in range(1, 11)) + tuple(f"L{i}" for i in range(1, 11))
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -165,4 +166,4 @@ def read(root: Path, options: AdapterOptions) -> Records:
              "rib_labels": "R1..R10 patient's right (image left), L1..L10 patient's left, numbered from the top",
              "patients": "no patient ids in the release: one patient per image"}
     return Records("vindr_ribcxr", root, images, None, np.zeros((n, 0), np.float32), masks=masks,
-                   split_source="official", notes=notes)
+                   split_source="official", notes=notes, mask_label_names=RIB_LABELS)
