@@ -154,14 +154,18 @@ def test_cli_runs_a_config_file_with_options_over_it(roots, cache, tmp_path, cap
     config = tmp_path / "ft.yaml"
     config.write_text(yaml.safe_dump(dict(init="released:nowhere.pth", type="montgomery", root=str(roots["montgomery"]),
                                           task="detection", epochs=1, image_size=SIZE, cache_size=SIZE, batch_size=8,
-                                          cache_dir=str(cache), device="cpu", **TINY_CNN)))
+                                          cache_dir=str(cache), device="cpu", **TINY_CNN,
+                                          branch_options=dict(det_encoder=dict(d_model=32, n_layers=1),
+                                                              det_decoder=dict(num_queries=7)))))
     assert main(["--quiet", "finetune", str(config), "--from", "scratch", "--out", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("detection montgomery: best epoch 1 of 1 (val mean mAP40 ") and "map50_95" in printed
     written = yaml.safe_load((tmp_path / "cli" / "finetune.yaml").read_text())
     assert written["init"] == "scratch" and written["dataset_type"] == "montgomery"
     assert written["resolved_task"] == dict(name="montgomery", kind="detection", label_names=["Left Lung", "Right Lung"])
-    assert (tmp_path / "cli" / "best.safetensors").is_file()
+    loaded = arkx.load_model(tmp_path / "cli" / "best.safetensors")  # the configured detector sizes, rebuilt
+    assert loaded.det_encoder.d_model == 32 and len(loaded.det_encoder.layers) == 1
+    assert loaded.det_heads["montgomery"].num_queries == 7
 
 
 def test_a_typo_in_the_config_file_names_the_key(roots, tmp_path, capsys):

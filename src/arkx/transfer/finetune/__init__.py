@@ -87,6 +87,7 @@ def run_finetune(cfg: FinetuneConfig, *, variant="auto", progress: bool = True) 
     data = _prepare(cfg, progress)
     task = select_task(data, cfg.task)
     torch.manual_seed(cfg.seed)  # the new head starts the same whatever the init's loading consumed
+    _set_branch_options(initial.model, cfg.branch_options)
     model = with_new_head(initial.model, task, cfg.features).to(device)
     _write_settings(cfg, spec, out, task)
 
@@ -139,6 +140,18 @@ def run_finetune(cfg: FinetuneConfig, *, variant="auto", progress: bool = True) 
                           epochs_run=len(history), test_score=test.mean, test_per_label=test.as_dict(),
                           val_history=history, out=out, best_path=best_path, metrics_path=metrics_path,
                           settings_path=out / SETTINGS_FILE, test_details=details, model=model)
+
+
+def _set_branch_options(model, options: dict[str, dict]) -> None:
+    """The configured options of branches the model does not have yet (a built branch keeps its architecture:
+    its weights were trained with it)."""
+    built = set(model.branches())
+    clash = sorted(name for name in options if name in built and dict(options[name]) != model.branch_options.get(name))
+    if clash:
+        raise ArkxValueError(f"branch_options for {clash}: the initial model has these branches already, built with "
+                             f"{ {n: model.branch_options.get(n) for n in clash} }; leave them out to reuse them")
+    for name, value in options.items():
+        model.branch_options[name] = dict(value)
 
 
 def _settings(**fields: Any) -> FinetuneConfig:

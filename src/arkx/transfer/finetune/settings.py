@@ -54,6 +54,9 @@ class FinetuneConfig(BaseModel):
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     projector: Literal["linear", "mlp", "none"] = "linear"
     projector_dim: int = Field(default=1376, ge=1)
+    # options of the shared branches a new head builds, e.g. {"det_encoder": {"d_model": 256, "n_layers": 6},
+    # "det_decoder": {"num_queries": 100}, "seg_decoder": {"channels": 512}} (a branch the model has keeps its own)
+    branch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
