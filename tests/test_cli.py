@@ -186,3 +186,11 @@ def test_resume_of_a_missing_or_non_run_folder_is_one_line(tmp_path, capsys):
     assert "no run folder" in _one_error_line(capsys, "pretrain")
     assert main(["pretrain", "--resume", str(tmp_path)]) == 2
     assert "is not an arkx run folder" in _one_error_line(capsys, "pretrain")
+
+
+def test_prepare_with_a_cache_size_of_zero_is_one_line(tmp_path, capsys):
+    roots = arkx.synthesize(tmp_path / "data", n=10, size=32, datasets=["shenzhen"])
+    code = main(["prepare", str(roots["shenzhen"]), "--type", "shenzhen", "--size", "0",
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err == "arkx prepare: error: cache size must be a positive number of pixels, got 0"

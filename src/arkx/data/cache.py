@@ -90,7 +90,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArkxRuntimeError
+from ..errors import ArkxRuntimeError, ArkxValueError
 from ..progress import Progress
 from .cache_clean import CleanedFolder, _touch_last_used, clean_cache
 from .cache_files import (PROGRESS_FILES, _can_resume, _check_failures, _disk_full, _not_writable, _open_rows,
@@ -229,7 +229,7 @@ def prepare(records: Records, cache_dir: str | os.PathLike, size: int, workers: 
     """
     size = int(size)
     if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
+        raise ArkxValueError(f"cache size must be a positive number of pixels, got {size}")
     if not 0.0 <= fail_fraction <= 1.0:
         raise ValueError(f"fail_fraction must be in [0, 1], got {fail_fraction}")
     cache_dir = Path(cache_dir)
