@@ -88,3 +88,20 @@ def test_the_detector_sizes_are_recorded_so_the_model_rebuilds():
     assert config["det_encoder"]["n_heads"] == 8 and config["det_decoder"]["n_points"] == 4
     rebuilt = ArkModel(create_backbone("resnet18", **TINY_CNN), [TASK], projector_dim=8, branch_options=config)
     rebuilt.load_state_dict(model.state_dict())  # strict: same architecture
+
+
+def test_a_kind_missing_a_method_cannot_be_made_or_registered():
+    from arkx.tasks import TaskKind
+
+    class Incomplete(TaskKind):  # no score(): the loops could not evaluate it
+        name, head_attr = "incomplete", "heads"
+
+        def build_head(self, task, model): ...
+        def head_output(self, model, features, task): ...
+        def batch_targets(self, batch, data, generator=None): ...
+        def loss(self, output, targets): ...
+        def predict(self, output): ...
+        def eval_targets(self, batch): ...
+
+    with pytest.raises(TypeError, match="score"):
+        Incomplete()

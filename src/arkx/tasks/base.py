@@ -16,6 +16,7 @@ This module imports no torch: the records layer depends on it.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,8 +84,9 @@ class TaskScore:
         return dict(self.per_label)
 
 
-class TaskKind:
-    """The behaviour of one kind of task. Subclasses set the class attributes and implement the methods.
+class TaskKind(ABC):
+    """The behaviour of one kind of task. Subclasses set the class attributes and implement every
+    abstract method (a kind missing one cannot be instantiated, so it cannot be registered).
 
     Attributes:
         name: the kind's registered name.
@@ -100,32 +102,35 @@ class TaskKind:
     needs_pyramid: ClassVar[bool] = False
     loader_targets: ClassVar[tuple[str, ...]] = ()
 
-    def build_head(self, task: Task, model: Any) -> "nn.Module":  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def build_head(self, task: Task, model: Any) -> "nn.Module":
+        """A new head for ``task`` on ``model`` (building the shared branch it reads on first need)."""
 
-    def head_output(self, model: Any, features: Any, task: Task) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def head_output(self, model: Any, features: Any, task: Task) -> Any:
+        """The output of ``task``'s head for ``features`` (an :class:`arkx.models.features.Features`)."""
 
-    def batch_targets(self, batch: Any, data: Any, generator: Any = None) -> Any:  # pragma: no cover - interface
+    @abstractmethod
+    def batch_targets(self, batch: Any, data: Any, generator: Any = None) -> Any:
         """The loss targets of ``batch`` (an :class:`arkx.data.batch.Batch` already on the model input's grid
         and device); ``data`` is the dataset (its label policy), ``generator`` the step's CPU generator."""
-        raise NotImplementedError
 
-    def loss(self, output: Any, targets: Any) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def loss(self, output: Any, targets: Any) -> Any:
+        """The scalar loss of a head output against :meth:`batch_targets`."""
 
-    def predict(self, output: Any) -> Any:  # pragma: no cover - interface
+    @abstractmethod
+    def predict(self, output: Any) -> Any:
         """Per-batch predictions from the head's output, detached (on the output's device: the caller moves them)."""
-        raise NotImplementedError
 
-    def eval_targets(self, batch: Any) -> Any:  # pragma: no cover - interface
+    @abstractmethod
+    def eval_targets(self, batch: Any) -> Any:
         """Per-batch evaluation targets (raw, on the CPU) of ``batch`` on the model input's grid."""
-        raise NotImplementedError
 
-    def score(self, predictions: list, targets: list, task: Task) -> Any:  # pragma: no cover - interface
+    @abstractmethod
+    def score(self, predictions: list, targets: list, task: Task) -> Any:
         """The task's metric from per-batch predictions and targets (lists in batch order). The result has
         ``mean`` (higher is better; what early stopping watches), ``metric`` (its name) and ``as_dict()``."""
-        raise NotImplementedError
 
 
 _REGISTRY: dict[str, TaskKind] = {}
