@@ -181,3 +181,13 @@ def test_a_task_the_dataset_does_not_have_is_a_one_line_error(roots, cache, tmp_
     with pytest.raises(ArkxError, match=r"no segmentation targets to fine-tune on \(the adapter read: classification\)"):
         arkx.finetune("scratch", "shenzhen", roots["shenzhen"], out=tmp_path / "x", task="segmentation", epochs=1,
                       **settings(cache))
+
+
+def test_the_pretraining_heads_left_out_are_named(export, roots, cache, tmp_path, caplog):
+    from arkx.transfer.finetune import FinetuneConfig, load_initial_model, parse_init
+
+    cfg = FinetuneConfig(init=f"run:{export}", dataset_type="jsrt", root=roots["jsrt"], out=tmp_path)
+    with caplog.at_level("INFO", logger="arkx.transfer"):
+        model = load_initial_model(parse_init(cfg.init), cfg).model
+    assert model.tasks() == []
+    assert "its pretraining heads are not used: shenzhen (multilabel)" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from torch import nn
 
 from ...errors import ArkxFileNotFoundError, ArkxValueError
 from .settings import INIT_KINDS, FinetuneConfig
+
+log = logging.getLogger("arkx.transfer")
 
 
 # ---------------------------------------------------------------------------- the initial model
@@ -65,7 +68,10 @@ def load_initial_model(spec: InitSpec, cfg: FinetuneConfig, variant="auto") -> _
         backbone = create_backbone(cfg.backbone, checkpoint, **cfg.backbone_kwargs)
         model = ArkModel(backbone, [], projector=cfg.projector, projector_dim=cfg.projector_dim)
         initial = _Initial(model, None, None, None)
-    # the new head replaces the pretraining heads: they predict other datasets' labels
+    # the new head replaces the pretraining heads: they predict other datasets' labels (named, never silent)
+    dropped = [f"{t.name} ({t.kind})" for t in initial.model.tasks()]
+    if dropped:
+        log.info("fine-tuning from %s: its pretraining heads are not used: %s", spec.path, ", ".join(dropped))
     initial.model.remove_heads()
     return initial
 
