@@ -31,9 +31,11 @@ from .data.cache import fingerprint as cache_fingerprint
 from .data.loaders import prepare_dataset
 from .data.records import Records
 from .errors import ArkxFileNotFoundError, ArkxValueError, RunChanged, RunInterrupted
+from .evaluation.aggregate import compare_runs
+from .evaluation.runner import compare_models, evaluate
 from .models.ark import ArkModel, build_model
 from .models.files import EXPORT_FORMAT, export_model, load_model
-from .training.engine import Engine, RunSummary
+from .training.engine import Engine, RunSummary, pretraining_tasks
 from .training.identity import (
     config_differences,
     config_identity,
@@ -51,8 +53,9 @@ from .training.preflight import (
 from .training.runfolder import RunLock, run_log
 from .training.state import LAST, load_checkpoint, space_checked
 
-__all__ = ["EXPORT_FORMAT", "as_config", "build_from_config", "export_model", "heads_for", "inspect_dataset",
-           "load_model", "pretrain", "resume", "synthesize", "teacher_encoder"]
+__all__ = ["EXPORT_FORMAT", "as_config", "build_from_config", "compare_models", "compare_runs", "evaluate",
+           "export_model", "heads_for", "inspect_dataset", "load_model", "pretrain", "report", "resume", "synthesize",
+           "teacher_encoder"]
 
 log = logging.getLogger("arkx")
 
@@ -168,9 +171,12 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
     _configure_determinism(cfg)
     cache_root = cfg.data.cache_dir or out / "cache"
     _make_folder(cache_root, "data.cache_dir")
+    classifies = "classification" in cfg.training.tasks
     try:
         datasets = {d.head_name: prepare_dataset(d, cfg.data, cache_root, cfg.run.seed, progress=progress,
-                                                 records=records[d.head_name]) for d in cfg.datasets}
+                                                 records=records[d.head_name],
+                                                 require_labels=classifies and "classification" in (d.tasks or ["classification"]))
+                    for d in cfg.datasets}
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted while preparing the image cache; run the same command again to "
                              "continue (images decoded so far are kept)") from None
@@ -180,8 +186,10 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
         write_datasets_file(out, identities, {name: dict(cache_folder=str(ds.images.folder))
                                               for name, ds in datasets.items()
                                               if getattr(ds.images, "folder", None) is not None})
+    tasks = pretraining_tasks(datasets, cfg.training.tasks, {d.head_name: d.tasks for d in cfg.datasets if d.tasks})
     torch.manual_seed(cfg.run.seed)  # the model's initialisation is part of the run's identity
-    student = build_model(cfg.model, heads_for(datasets))
+    student = build_model(cfg.model, [task for per in tasks.values() for task in per],
+                          branch_options=cfg.model.branch_options or None)
     engine = Engine(cfg, datasets, student, out, progress=progress)
     start = engine.restore(out / "checkpoints") if resume else 0
     if start_from is not None:  # step 0 of a new run only: a resume restores its own checkpoint instead
@@ -255,7 +263,7 @@ def _check_config_unchanged(previous: dict, cfg: ArkConfig, out: Path) -> None:
         return  # a checkpoint from before configs were recorded
     # run.out may differ: a run folder copied elsewhere names its new place (resume() checked it names this one)
     now = config_identity(cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": Path(out)})}))
-    old = recorded.get("resolved") or {}
+    old = _with_new_defaults(recorded.get("resolved") or {})
     now["resolved"]["run"]["out"] = old.get("run", {}).get("out", now["resolved"]["run"]["out"])
     if now["sha256"] == recorded.get("sha256") or (old and not config_differences(old, now["resolved"])):
         return
@@ -264,6 +272,18 @@ def _check_config_unchanged(previous: dict, cfg: ArkConfig, out: Path) -> None:
     raise RunChanged(f"cannot resume {out}: {out / CONFIG_FILE} differs from the config of the last checkpoint "
                      f"{what} (was config.yaml edited since, or the checkpoint copied from another run?); restore "
                      "it, or start a new run (another run.out) with the new settings")
+
+
+def _with_new_defaults(resolved: dict) -> dict:
+    """A recorded resolved config with the keys a newer arkx added filled with their defaults (what the run did
+    without them), so a run started by an older version still resumes; one that no longer validates is
+    compared as recorded (and its differences reported)."""
+    if not resolved:
+        return resolved
+    try:
+        return ArkConfig.model_validate(resolved).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - the raw comparison below names what differs
+        return resolved
 
 
 def _check_data_unchanged(previous: dict, identities: dict, out: Path, accept: bool) -> None:
@@ -290,20 +310,28 @@ def _check_data_unchanged(previous: dict, identities: dict, out: Path, accept: b
 
 
 def _check_heads_unchanged(previous: dict, records: dict[str, Records], out: Path) -> None:
-    """A head's outputs cannot change on resume: its weights would not fit (even with a data change accepted)."""
-    recorded = {h["name"]: h for h in previous.get("heads", [])}
+    """A head's outputs cannot change on resume: its weights would not fit (even with a data change accepted).
+    Every head counts: classification labels, detection classes, segmentation structures."""
+    recorded = {(h["name"], h["kind"]): h for h in previous.get("heads", [])}
     for name, rec in records.items():
-        old = recorded.get(name)
-        if old is None:
-            continue
-        old_names, new_names = list(old["label_names"]), list(rec.task.label_names)
-        if len(old_names) != len(new_names) or old["kind"] != rec.task.kind:
-            added = [n for n in new_names if n not in old_names]
-            removed = [n for n in old_names if n not in new_names]
-            raise RunChanged(
-                f"cannot resume {out}: head {name!r} was trained with {len(old_names)} outputs {old_names} and the "
-                f"dataset now has {len(new_names)} labels (added {added}, removed {removed}); a head's outputs "
-                "cannot change within a run: start a new run (another run.out)")
+        current = {(task.name, task.kind): task for task in rec.tasks(name)}
+        if rec.task is not None:  # a classification head whose kind changed (multilabel <-> multiclass)
+            for kind in ("multilabel", "multiclass"):
+                if (name, kind) in recorded and kind != rec.task.kind:
+                    current[(name, kind)] = rec.task
+        for key, task in current.items():
+            old = recorded.get(key)
+            if old is None:
+                continue
+            old_names, new_names = list(old["label_names"]), list(task.label_names)
+            if len(old_names) != len(new_names) or old["kind"] != task.kind:
+                added = [n for n in new_names if n not in old_names]
+                removed = [n for n in old_names if n not in new_names]
+                what = "labels" if old["kind"] in ("multilabel", "multiclass") else f"{task.kind} outputs"
+                raise RunChanged(
+                    f"cannot resume {out}: head {name!r} was trained with {len(old_names)} outputs {old_names} and the "
+                    f"dataset now has {len(new_names)} {what} (added {added}, removed {removed}); a head's outputs "
+                    "cannot change within a run: start a new run (another run.out)")
 
 
 def resume(run_dir: str | Path, config: ArkConfig | str | Path | dict | None = None, *,
@@ -360,6 +388,15 @@ def _summary_dict(summary: RunSummary) -> dict:
     d["out"] = str(summary.out)
     d["finished"] = summary.finished
     return d
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> Path:
+    """Write the run's self-contained HTML report (final metrics, plots, config); returns ``report.html``'s
+    path (default ``RUN/report/report.html``). ``options``: see
+    :func:`arkx.evaluation.html_report.write_report`."""
+    from .evaluation.html_report import write_report
+
+    return write_report(run_dir, out, **options)
 
 
 def teacher_encoder(path: str | Path) -> ArkModel:

@@ -28,6 +28,25 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp16", "off"]
 #: The consistency site of Ark: the projector's output (the embedding every classification head reads).
 PROJECTION_SITE = "projection"
+#: The task families a pretraining run can train (Foundation X's branches) and the kind each trains.
+TaskFamily = Literal["classification", "localization", "segmentation"]
+TASK_FAMILIES: tuple[str, ...] = ("classification", "localization", "segmentation")
+#: Foundation X's configurations (the paper's names): which branches are used.
+FOUNDATION_X_VARIANTS: dict[str, tuple[str, ...]] = {
+    "X-C": ("classification",), "X-L": ("localization",), "X-S": ("segmentation",),
+    "X-CL": ("classification", "localization"), "X-CS": ("classification", "segmentation"),
+    "X-LS": ("localization", "segmentation"), "X-CLS": TASK_FAMILIES,
+}
+
+
+def _task_families(value: Any, key: str) -> Any:
+    """A Foundation X variant name (``X-CLS``) -> its task families, in the schedule's order."""
+    if isinstance(value, str):
+        if value not in FOUNDATION_X_VARIANTS:
+            raise ValueError(f"{key}: unknown variant {value!r}; expected a list of {list(TASK_FAMILIES)} or one of "
+                             f"{', '.join(FOUNDATION_X_VARIANTS)}")
+        return list(FOUNDATION_X_VARIANTS[value])
+    return value
 
 
 class _Strict(BaseModel):
@@ -52,6 +71,8 @@ class DatasetConfig(_Strict):
     lsr_ones_range: tuple[float, float] = (0.55, 0.85)
     lsr_zeros_range: tuple[float, float] = (0.0, 0.3)
     max_train_images: int | None = Field(default=None, gt=0)  # cap (seeded subset) for quick runs
+    # which of the run's task families (training.tasks) this dataset trains; None = every one it has data for
+    tasks: list[TaskFamily] | None = None
 
     @property
     def head_name(self) -> str:
@@ -66,6 +87,11 @@ class DatasetConfig(_Strict):
         if known and value not in known:
             raise ValueError(f"unknown dataset type {value!r}; known types: {', '.join(known)}")
         return value
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _variant_tasks(cls, value: Any) -> Any:
+        return _task_families(value, "tasks")
 
     @field_validator("uncertain")
     @classmethod
@@ -179,6 +205,10 @@ class ModelConfig(_Strict):
     # .safetensors) whose student and teacher weights start this run; heads of the same name must have the
     # same labels and are loaded, new heads start fresh and the teacher's new heads are copies of the student's
     init_from: Path | None = None
+    # options of the shared branches and per-dataset heads of Foundation X, by name: seg_decoder (UperNet),
+    # det_encoder (deformable encoder), det_decoder (each dataset's DINO decoder); unset keys take the
+    # task kinds' defaults, and the model records the values it was built with
+    branch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source_of_weights(self) -> "ModelConfig":
@@ -243,8 +273,33 @@ class ConsistencyConfig(_Strict):
         return {PROJECTION_SITE: self.weight} if self.sites is None else dict(self.sites)
 
 
+class LockReleaseConfig(_Strict):
+    """Foundation X's Lock-Release, for the task kinds in ``kinds``: each epoch of such a (dataset, task)
+    first *locks* (the groups in ``freeze`` frozen, so only that dataset's head/decoder trains) on a seeded
+    random ``lock_fraction`` of its training images, then *releases* (everything trains) on all of them."""
+
+    enabled: bool = True
+    lock_fraction: float = Field(default=0.5, gt=0.0, le=1.0)  # the paper: half the data
+    kinds: list[Literal["detection", "segmentation"]] = Field(default_factory=lambda: ["detection", "segmentation"])
+    freeze: list[str] = Field(default_factory=lambda: ["backbone", "projector", "det_encoder", "seg_decoder"])
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_groups(cls, value: list[str]) -> list[str]:
+        shared = ("backbone", "projector", "det_encoder", "seg_decoder")
+        unknown = [g for g in value if g not in shared]
+        if unknown:
+            raise ValueError(f"unknown parameter group(s) {unknown}; the lock phase can freeze {list(shared)}")
+        return value
+
+
 class TrainingConfig(_Strict):
     mode: TrainingMode = "cyclic"
+    # task families trained, in each dataset's order (Foundation X: classification, then localization, then
+    # segmentation, skipping what a dataset lacks); a variant name (X-C, X-L, X-S, X-CL, X-CS, X-LS, X-CLS)
+    # is accepted. The default is Ark: classification only.
+    tasks: list[TaskFamily] = Field(default_factory=lambda: ["classification"])
+    lock_release: LockReleaseConfig = Field(default_factory=LockReleaseConfig)
     rounds: int = Field(default=200, ge=1)
     order: list[str] | None = None  # dataset head names in cycle order; default = config order
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -268,6 +323,20 @@ class TrainingConfig(_Strict):
     log_every: int = Field(default=20, ge=1)
     ema: EmaConfig = Field(default_factory=EmaConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _variant(cls, value: Any) -> Any:
+        return _task_families(value, "training.tasks")
+
+    @field_validator("tasks")
+    @classmethod
+    def _ordered_tasks(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one task family is required")
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeated task families {value}")
+        return [f for f in TASK_FAMILIES if f in value]  # a dataset's epochs always run C, then L, then S
 
     @model_validator(mode="after")
     def _warmup_within_rounds(self) -> TrainingConfig:

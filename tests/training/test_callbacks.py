@@ -56,13 +56,13 @@ def test_evaluation_sees_and_the_checkpoint_holds_the_teacher_after_the_steps_em
     eng.cfg.eval.every = "dataset_epoch"
     before = {k: v.clone() for k, v in eng.teacher.state_dict().items()}
     evaluated = []
-    real_evaluate = eng.evaluate
+    real_evaluate = eng.evaluate_tasks
 
     def evaluate(split, models):
         evaluated.append({k: v.clone() for k, v in eng.teacher.state_dict().items()})
         return real_evaluate(split, models)
 
-    eng.evaluate = evaluate
+    eng.evaluate_tasks = evaluate
     eng.run(stop_after_steps=1)
     after_ema = eng.teacher.state_dict()
     assert any(not torch.equal(before[k], after_ema[k]) for k in before if after_ema[k].is_floating_point())

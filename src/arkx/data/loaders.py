@@ -11,6 +11,7 @@ workers.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,18 +124,26 @@ def _read_row(images, row: int) -> np.ndarray:
 
 
 class SeededShuffle(Sampler[int]):
-    """A permutation drawn from a seed that the engine sets before each epoch (resume-exact)."""
+    """A permutation drawn from a seed that the engine sets before each epoch (resume-exact).
+
+    ``fraction`` (set with the seed) keeps the first part of the permutation: a seeded random subset of the
+    epoch's images (Foundation X's lock phase trains on half of them), still capped by ``limit``."""
 
     def __init__(self, length: int, limit: int | None = None):
         self.length = length
         self.limit = limit
         self.seed = 0
+        self.fraction = 1.0
 
-    def set_seed(self, seed: int) -> None:
+    def set_seed(self, seed: int, fraction: float = 1.0) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"sampler fraction must be in (0, 1], got {fraction}")
         self.seed = int(seed)
+        self.fraction = float(fraction)
 
     def __len__(self) -> int:
-        return self.length if self.limit is None else min(self.length, self.limit)
+        length = self.length if self.fraction == 1.0 else max(1, math.ceil(self.fraction * self.length))
+        return length if self.limit is None else min(length, self.limit)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed)

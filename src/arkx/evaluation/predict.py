@@ -34,3 +34,42 @@ def predict_head(model, loader, head: str, kind: str, device: torch.device, imag
     finally:
         model.train(was_training)
     return np.concatenate(scores), np.concatenate(targets), np.concatenate(rows)
+
+
+@torch.no_grad()
+def score_task(model, loader, task, device: torch.device, image_size: int,
+               autocast=contextlib.nullcontext, channels_last: bool = False):
+    """The score of ``task`` (any kind) of ``model`` over an eval loader, batch by batch: each batch's
+    predictions (the kind's ``predict``, on the CPU) and targets (``eval_targets`` of the batch resized to the
+    evaluation view's grid) are collected and scored once by the kind (AUC, mAP40, Dice)."""
+    from ..data.geometry import resize_batch
+    from ..tasks import get_kind
+
+    kind = get_kind(task.kind)
+    was_training = model.training
+    model.eval()
+    predictions, targets = [], []
+    try:
+        for batch in loader:
+            x = eval_view(batch.images.to(device, non_blocking=True), image_size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                _, output = model.run_task(x, task)
+            predictions.append(_to_cpu(kind.predict(output)))
+            targets.append(kind.eval_targets(resize_batch(batch, image_size)))
+    finally:
+        model.train(was_training)
+    return kind.score(predictions, targets, task)
+
+
+def _to_cpu(value):
+    """Tensors (also inside lists and dicts) as float32 CPU arrays where floating (bf16 has no numpy dtype)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return (value.float() if value.is_floating_point() else value).cpu().numpy()
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value

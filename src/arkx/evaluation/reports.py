@@ -16,7 +16,14 @@ import pandas as pd
 
 log = logging.getLogger("arkx.evaluation")
 
-METRIC_COLUMNS = ("step", "round", "trained", "model", "dataset", "split", "label", "auc", "n_pos", "n_neg", "note")
+#: One row per label (class, structure) and one ``__mean__`` row per evaluation of one (model, dataset, task).
+#: ``task`` is the evaluated task's kind, ``metric`` what ``score`` is (``auc``, ``map40``, ``dice``); the
+#: ``auc`` column repeats the score of AUC rows (files from before Foundation X have it only).
+#: ``trained_task``: the kind trained at that step (``trained`` names its dataset).
+METRIC_COLUMNS = ("step", "round", "trained", "model", "dataset", "split", "label", "auc", "n_pos", "n_neg", "note",
+                  "task", "metric", "score", "trained_task")
+#: columns a file written before they existed may lack (filled in when it is read: see :func:`_fill_old_columns`)
+LATER_COLUMNS = ("note", "task", "metric", "score", "trained_task")
 MEAN_LABEL = "__mean__"
 
 
@@ -57,14 +64,11 @@ class MetricsLog:
             frame = pd.read_csv(self.csv_path, dtype=str, keep_default_na=False)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             return self._set_aside(f"unreadable ({' '.join(str(err).split())[:120]})")
-        missing = [c for c in METRIC_COLUMNS if c not in frame.columns and c != "note"]
+        missing = [c for c in METRIC_COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
         if missing:
             return self._set_aside(f"columns {missing} missing")
         repaired = list(frame.columns) != list(METRIC_COLUMNS)
-        for column in METRIC_COLUMNS:  # a file from before a column existed gets it empty
-            if column not in frame.columns:
-                frame[column] = ""
-        frame = frame[list(METRIC_COLUMNS)]
+        frame = _fill_old_columns(frame)[list(METRIC_COLUMNS)]
         blank = (frame == "").all(axis=1)  # rows of commas only
         if blank.any():
             log.warning("%s: %d empty row(s) dropped", self.csv_path, int(blank.sum()))
@@ -86,21 +90,49 @@ class MetricsLog:
             frame.to_csv(tmp, index=False)
             tmp.replace(self.csv_path)
 
-    def add_auc(self, *, step: int, round_: int, trained: str, model: str, dataset: str, split: str, result) -> None:
-        from ..training.state import space_checked
+    def add_auc(self, *, step: int, round_: int, trained: str, model: str, dataset: str, split: str, result,
+                task: str = "", trained_task: str = "") -> None:
+        """The rows of one classification evaluation (:class:`~arkx.evaluation.metrics.AucResult`)."""
         from .metrics import exclusion_reason
 
+        head = (step, round_, trained, model, dataset, split)
+        tail = (task, "auc")
         rows = [
-            (step, round_, trained, model, dataset, split, name, _fmt(auc), int(p), int(n),
-             exclusion_reason(int(p), int(n)) or "")
+            (*head, name, _fmt(auc), int(p), int(n), exclusion_reason(int(p), int(n)) or "", *tail, _fmt(auc),
+             trained_task)
             for name, auc, p, n in zip(result.label_names, result.per_label, result.n_positive, result.n_negative)
         ]
-        rows.append((step, round_, trained, model, dataset, split, MEAN_LABEL, _fmt(result.mean),
-                     int(result.n_positive.sum()), int(result.n_negative.sum()), _mean_note(result)))
+        rows.append((*head, MEAN_LABEL, _fmt(result.mean), int(result.n_positive.sum()),
+                     int(result.n_negative.sum()), _mean_note(result), *tail, _fmt(result.mean), trained_task))
+        self._append(rows)
+        self._scalar("auc", split, dataset, model, "", result.mean, step)
+
+    def add_score(self, *, step: int, round_: int, trained: str, model: str, dataset: str, split: str, result,
+                  task: str, trained_task: str = "") -> None:
+        """The rows of one evaluation of any task: an ``AucResult`` goes through :meth:`add_auc`; a
+        :class:`~arkx.tasks.TaskScore` (mAP40 per class, Dice per structure) gets one row per label and a mean
+        row whose note lists its other figures (``map50=...;map50_95=...``)."""
+        if getattr(result, "metric", "auc") == "auc" and hasattr(result, "per_label") and hasattr(result, "n_positive"):
+            self.add_auc(step=step, round_=round_, trained=trained, model=model, dataset=dataset, split=split,
+                         result=result, task=task, trained_task=trained_task)
+            return
+        head = (step, round_, trained, model, dataset, split)
+        rows = [(*head, name, "", "", "", "", task, result.metric, _fmt(value), trained_task)
+                for name, value in result.per_label.items()]
+        note = ";".join(f"{k}={v:.6f}" for k, v in result.details.items() if isinstance(v, (int, float)))
+        rows.append((*head, MEAN_LABEL, "", "", "", note, task, result.metric, _fmt(result.mean), trained_task))
+        self._append(rows)
+        self._scalar(result.metric, split, dataset, model, f"/{task}", result.mean, step)
+
+    def _append(self, rows: list[tuple]) -> None:
+        from ..training.state import space_checked
+
         with space_checked(self.csv_path), self.csv_path.open("a", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerows(rows)
-        if self.writer is not None and not math.isnan(result.mean):
-            self.writer.add_scalar(f"auc/{split}/{dataset}/{model}", result.mean, step)
+
+    def _scalar(self, metric: str, split: str, dataset: str, model: str, task: str, value: float, step: int) -> None:
+        if self.writer is not None and not math.isnan(value):
+            self.writer.add_scalar(f"{metric}/{split}/{dataset}{task}/{model}", value, step)
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -124,10 +156,26 @@ def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
 
 
+def _fill_old_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns a file from an older arkx lacks: ``note``/``task``/``trained_task`` empty, ``metric`` ``auc``
+    and ``score`` the ``auc`` column (those files hold AUC rows only)."""
+    frame = frame.copy()
+    for column in ("note", "task", "trained_task"):
+        if column not in frame.columns:
+            frame[column] = ""
+    if "metric" not in frame.columns:
+        frame["metric"] = "auc"
+    if "score" not in frame.columns:
+        frame["score"] = frame["auc"]
+    return frame
+
+
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """A run's metrics.csv (a run that has not evaluated yet has the header only: an empty frame)."""
+    """A run's metrics.csv with every column of :data:`METRIC_COLUMNS` (an older file's missing ones filled;
+    a run that has not evaluated yet has the header only: an empty frame)."""
     path = Path(run_dir) / "metrics.csv"
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    return _fill_old_columns(frame)

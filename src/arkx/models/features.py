@@ -40,12 +40,25 @@ class Features(NamedTuple):
         projection: ``[B, embed_dim]``, the projector's output (the Ark embedding; classification heads read it).
         pyramid: NCHW maps, finest first (strides :attr:`ArkModel.pyramid_strides`), or None when not asked for.
         image_size: ``(H, W)`` of the input, so dense heads can return outputs at the input's size.
+        branches: outputs of shared branches computed from this pass (``det_encoder``, ``seg_decoder``), kept
+            so that a head and a consistency site reading the same branch run it once (:func:`branch_output`).
     """
 
     pooled: torch.Tensor
     projection: torch.Tensor
     pyramid: list[torch.Tensor] | None = None
     image_size: tuple[int, int] | None = None
+    branches: dict | None = None
+
+
+def branch_output(features: Features, name: str, compute):
+    """The output of shared branch ``name`` for ``features``: ``compute()`` the first time, then the same
+    tensor (a head and a consistency site of one pass share it, and its gradient)."""
+    if features.branches is None:
+        return compute()
+    if name not in features.branches:
+        features.branches[name] = compute()
+    return features.branches[name]
 
 
 def pyramid_levels(backbone: nn.Module) -> list[int]:

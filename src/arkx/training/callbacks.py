@@ -78,16 +78,22 @@ class Evaluate(Callback):
         if summary.finished and engine.cfg.eval.test_at_end:
             final_step = Step(len(engine.schedule), engine.cfg.training.rounds, "final", 0, 1)
             results = log_evaluation(engine, engine.metrics, final_step, "test")
-            summary.final = {m: {d: r.mean for d, r in per.items()} for m, per in results.items()}
+            summary.final = {m: {} for m in engine.cfg.eval.models}
+            summary.final_tasks = {m: {} for m in engine.cfg.eval.models}
+            for model_name, name, task, result in results:
+                if task.is_classification:
+                    summary.final[model_name][name] = result.mean
+                summary.final_tasks[model_name].setdefault(name, {})[task.kind] = result.mean
 
 
-def log_evaluation(engine: Engine, metrics: MetricsLog, step: Step, split: str) -> dict[str, dict[str, Any]]:
-    """Evaluate ``split`` and append one row per (model, dataset, label) to ``metrics``."""
-    results = engine.evaluate(split, list(engine.cfg.eval.models))
-    for model_name, per_dataset in results.items():
-        for name, result in per_dataset.items():
-            metrics.add_auc(step=step.index, round_=step.round, trained=step.dataset, model=model_name,
-                            dataset=name, split=split, result=result)
+def log_evaluation(engine: Engine, metrics: MetricsLog, step: Step, split: str) -> list[tuple[str, str, Any, Any]]:
+    """Evaluate every task of every dataset on ``split`` and append one row per (model, dataset, task, label)
+    to ``metrics``; returns ``engine.evaluate_tasks``' list."""
+    results = engine.evaluate_tasks(split, list(engine.cfg.eval.models))
+    trained_task = step.task.kind if step.task is not None else ""
+    for model_name, name, task, result in results:
+        metrics.add_score(step=step.index, round_=step.round, trained=step.dataset, model=model_name, dataset=name,
+                          split=split, result=result, task=task.kind, trained_task=trained_task)
     return results
 
 

@@ -30,14 +30,15 @@ from torch.utils.data import DataLoader
 
 from ..config import ArkConfig, Precision
 from ..data.batch import Batch
+from ..data.geometry import warp_batch
 from ..data.loaders import PreparedDataset, make_loader
 from ..data.transforms import eval_view, sample_augment_params, student_view, to_unit
 from ..errors import ArkxRuntimeError, ArkxValueError
 from ..evaluation.metrics import task_auc
-from ..evaluation.predict import predict_head
+from ..evaluation.predict import predict_head, score_task
 from ..evaluation.reports import MetricsLog
 from ..models.ark import ArkModel
-from ..tasks import Task
+from ..tasks import Task, get_kind
 from . import schedule as sched
 from .callbacks import Callback, default_callbacks
 from .objective import PROJECTION, Objective, Terms
@@ -84,20 +85,66 @@ class RunSummary:
     skipped_images: dict[str, int] = field(default_factory=dict)
     skipped_steps: int = 0
     final: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> dataset -> test mean AUC
+    # model -> dataset -> task kind -> test score (mean AUC, mAP40 or Dice) of every pretraining task
+    final_tasks: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
         return self.steps_done >= self.total_steps
 
 
-def pretraining_tasks(datasets: dict[str, PreparedDataset]) -> dict[str, Task]:
-    """The task Ark pretrains on each dataset: its classification task, named after the dataset's head."""
+#: The task family (``training.tasks``; Foundation X's branches) each task kind belongs to.
+FAMILY_OF_KIND = {"multilabel": "classification", "multiclass": "classification", "detection": "localization",
+                  "segmentation": "segmentation"}
+
+
+def pretraining_tasks(datasets: dict[str, PreparedDataset], families: Sequence[str] = ("classification",),
+                      per_dataset: dict[str, Sequence[str]] | None = None) -> dict[str, list[Task]]:
+    """The tasks pretrained on each dataset, in the order its epochs run (classification, localization,
+    segmentation: :meth:`arkx.data.records.Records.tasks` lists them so), named after the dataset's head.
+
+    ``families``: ``training.tasks`` (Ark: classification only); ``per_dataset``: a dataset's own ``tasks``,
+    a subset of them, each of which it must have. A dataset with nothing for ``families`` trains nothing
+    (a warning; the same dataset list serves every Foundation X variant); no task at all is an error."""
+    per_dataset = per_dataset or {}
     tasks = {}
     for name, ds in datasets.items():
-        if ds.task is None or not ds.task.is_classification:
-            raise ArkxValueError(f"dataset {name!r} has no image-level classification labels to pretrain a head on")
-        tasks[name] = Task(name, ds.task.kind, ds.task.label_names)
+        explicit = list(per_dataset.get(name) or [])
+        outside = [f for f in explicit if f not in families]
+        if outside:
+            raise ArkxValueError(f"datasets: {name!r} asks for task families {outside} that training.tasks "
+                                 f"({list(families)}) does not train")
+        wanted = explicit or list(families)
+        chosen = [task for task in ds.tasks() if FAMILY_OF_KIND.get(task.kind) in wanted]
+        has = [f"{FAMILY_OF_KIND.get(t.kind, t.kind)} ({t.kind})" for t in ds.tasks()] or ["no labels"]
+        lacking = [f for f in explicit if f not in {FAMILY_OF_KIND.get(t.kind) for t in chosen}]
+        if lacking:
+            raise ArkxValueError(f"datasets: {name!r} asks for {lacking} but has {', '.join(has)}")
+        if not chosen:
+            if wanted == ["classification"]:
+                raise ArkxValueError(f"dataset {name!r} has no image-level classification labels to pretrain a head on")
+            log.warning("dataset %r has nothing to train for task families %s (it has %s); it is left out of the "
+                        "schedule", name, wanted, ", ".join(has))
+        tasks[name] = chosen
+    if not any(tasks.values()):
+        raise ArkxValueError(f"no dataset has anything to train for task families {list(families)}")
     return tasks
+
+
+def _geometric(task: Task) -> bool:
+    """Whether ``task``'s targets move with the image (masks, boxes): their batches go through the geometry."""
+    return bool({"masks", "boxes"} & set(get_kind(task.kind).loader_targets))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One part of a schedule step: ``lock`` (Foundation X: the ``frozen`` groups frozen, on a ``fraction`` of
+    the data) or ``train`` / ``release`` (everything trains, all the data)."""
+
+    name: str
+    fraction: float = 1.0
+    frozen: tuple[str, ...] = ()
+    salt: int = 10  # the sampler seed's salt: a plain or release epoch keeps Ark's
 
 
 class Engine:
@@ -111,7 +158,8 @@ class Engine:
         self.progress = progress
         self.device = resolve_device(cfg.run.device)
         t = cfg.training
-        self.tasks = pretraining_tasks(datasets)
+        self.tasks = pretraining_tasks(datasets, t.tasks, {d.head_name: d.tasks for d in cfg.datasets if d.tasks})
+        self._check_heads(student)
         self.student = student.to(self.device)
         if t.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
@@ -131,23 +179,38 @@ class Engine:
                 self._compile_failed(err)
         self.schedule = sched.build_schedule(t.mode, self._schedule_entries(), t.rounds)
         self.objective = Objective.from_config(t.consistency, len(self.schedule))
-        pin = self.device.type == "cuda"
-        d = cfg.data
-        self.train_loaders: dict[str, DataLoader] = {
-            name: make_loader(ds, "train", d.batch_size, d.workers, train=True,
-                              max_batches=t.max_iters_per_epoch, pin_memory=pin)
-            for name, ds in datasets.items()
-        }
-        self.eval_loaders: dict[tuple[str, str], DataLoader] = {}
+        # one train loader per (dataset, targets): a dataset's classification epochs read labels only, its
+        # localization epochs boxes, its segmentation epochs masks (built on first use, workers kept)
+        self.train_loaders: dict[tuple[str, tuple[str, ...]], DataLoader] = {}
+        self.eval_loaders: dict[tuple[str, str, tuple[str, ...]], DataLoader] = {}
         self.metrics: MetricsLog | None = None  # open while run() runs; the callbacks write to it
         self.images_seen = 0
         self.skipped_steps = 0
 
-    def _schedule_entries(self) -> list[tuple[str, Task]]:
-        """(dataset, task) in schedule order: ``training.order`` cycles in cyclic mode; a concurrent step sums
-        the datasets in the order they were given (the order their batches are drawn and their losses add)."""
+    def _schedule_entries(self) -> list[tuple[str, list[Task]]]:
+        """(dataset, its tasks) in schedule order: ``training.order`` cycles in cyclic mode; a concurrent step
+        sums the datasets in the order they were given (the order their batches are drawn and their losses add)."""
         names = self.cfg.dataset_order if self.cfg.training.mode == "cyclic" else list(self.datasets)
-        return [(name, self.tasks[name]) for name in names]
+        return [(name, self.tasks[name]) for name in names if self.tasks[name]]
+
+    def _check_heads(self, model: ArkModel) -> None:
+        """Every scheduled task needs its head on the model (built before the teacher copies it)."""
+        have = {(t.name, t.kind) for t in model.tasks()}
+        missing = [f"{t.name} ({t.kind})" for tasks in self.tasks.values() for t in tasks if (t.name, t.kind) not in have]
+        if missing:
+            raise ArkxValueError(f"the model has no head for task(s) {missing}; build it with every pretraining task "
+                                 "(arkx.training.engine.pretraining_tasks)")
+
+    def train_loader(self, name: str, task: Task) -> DataLoader:
+        """The train loader of dataset ``name`` carrying what ``task``'s kind needs."""
+        targets = tuple(get_kind(task.kind).loader_targets)
+        key = (name, targets)
+        if key not in self.train_loaders:
+            d, t = self.cfg.data, self.cfg.training
+            self.train_loaders[key] = make_loader(self.datasets[name], "train", d.batch_size, d.workers, train=True,
+                                                  max_batches=t.max_iters_per_epoch,
+                                                  pin_memory=self.device.type == "cuda", targets=targets)
+        return self.train_loaders[key]
 
     # ------------------------------------------------------------------ resume
     def restore(self, checkpoint_dir: Path) -> int:
@@ -180,24 +243,30 @@ class Engine:
         self.compile_state = "compiled"
         return out
 
-    def _views(self, images: torch.Tensor, aug_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's augmented view and the teacher's view (Ark+: the resized original image)."""
+    def _views(self, images: torch.Tensor, aug_gen: torch.Generator, params: dict[str, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's augmented view and the teacher's view (Ark+: the resized original image).
+        ``params``: the augmentation already drawn (when masks and boxes must follow it), else drawn here."""
         size = self.cfg.data.image_size
         augment = self.cfg.augment
         unit = to_unit(images)  # converted once; both views read it
-        x_student = student_view(unit, size, sample_augment_params(images.shape[0], augment, aug_gen), augment.border)
+        if params is None:
+            params = sample_augment_params(images.shape[0], augment, aug_gen)
+        x_student = student_view(unit, size, params, augment.border)
         x_teacher = eval_view(unit, size)
         if self.cfg.training.channels_last:
             x_student = x_student.contiguous(memory_format=torch.channels_last)
             x_teacher = x_teacher.contiguous(memory_format=torch.channels_last)
         return x_student, x_teacher
 
-    def _forward(self, task: Task, x_student: torch.Tensor, x_teacher: torch.Tensor
+    def _forward(self, task: Task, x_student: torch.Tensor, x_teacher: torch.Tensor, targets: Any = None
                  ) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The student's head output and its features at the objective's sites, and the teacher's (no gradient).
 
         Ark's path (a classification task, the projection the only site) is ``student(x, head)`` (compiled
-        when ``training.compile``) and ``teacher.embed``; any other site reads the models' ``Features``."""
+        when ``training.compile``) and ``teacher.embed``; any other task or site reads the models' ``Features``
+        (the head, given the loss ``targets``, e.g. for the detector's denoising queries, and the sites that
+        apply to ``task`` read one pass)."""
         objective = self.objective
         if task.is_classification and objective.projection_only:
             z_student, output = self._student_forward(x_student, task.name)
@@ -205,28 +274,39 @@ class Engine:
             with torch.no_grad():
                 teacher_sites = {PROJECTION: self.teacher.embed(x_teacher)} if objective.sites else {}
             return output, student_sites, teacher_sites
-        features, output = self.student.run_task(x_student, task)
-        student_sites = objective.read_sites(self.student, features)
+        features, output = self.student.run_task(x_student, task, targets=targets)
+        student_sites = objective.read_sites(self.student, features, task)
         teacher_sites = {}
-        if objective.sites:
+        if student_sites:
             with torch.no_grad():
-                teacher_sites = objective.read_sites(
-                    self.teacher, self.teacher.forward_features(x_teacher, pyramid=objective.needs_pyramid))
+                teacher_features = self.teacher.forward_features(x_teacher, pyramid=objective.needs_pyramid(task))
+                teacher_sites = objective.read_sites(self.teacher, teacher_features, task)
         return output, student_sites, teacher_sites
 
     def _batch_loss(self, name: str, batch: Batch, step: sched.Step, aug_gen: torch.Generator,
                     label_gen: torch.Generator, weights: dict[str, float], task: Task | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective's loss of one batch of dataset ``name`` for the step's ``task`` (default: the dataset's
-        pretraining task), on the device, and the batch's record rows."""
-        task = task or self.tasks[name]
-        # the targets are made on the CPU copy (the policy's draws come from a CPU generator): no device sync
-        targets = self.objective.targets(task, batch, self.datasets[name], label_gen)
-        images = batch.images.to(self.device, non_blocking=True)
-        targets = _to_device(targets, self.device)
-        x_student, x_teacher = self._views(images, aug_gen)
+        first pretraining task), on the device, and the batch's record rows.
+
+        A task whose targets move with the image (masks, boxes) has them warped by the same augmentation
+        parameters as the student's view (:func:`arkx.data.geometry.warp_batch`), on the device."""
+        task = task or self.tasks[name][0]
+        data = self.datasets[name]
+        if _geometric(task):
+            on_device = batch.to(self.device, non_blocking=True)
+            params = sample_augment_params(on_device.images.shape[0], self.cfg.augment, aug_gen)
+            x_student, x_teacher = self._views(on_device.images, aug_gen, params)
+            view = warp_batch(on_device, params, self.cfg.data.image_size)
+            targets = self.objective.targets(task, view, data, label_gen)
+        else:
+            # the targets are made on the CPU copy (the policy's draws come from a CPU generator): no device sync
+            targets = self.objective.targets(task, batch, data, label_gen)
+            images = batch.images.to(self.device, non_blocking=True)
+            targets = _to_device(targets, self.device)
+            x_student, x_teacher = self._views(images, aug_gen)
         with self.autocast():
-            output, student_sites, teacher_sites = self._forward(task, x_student, x_teacher)
+            output, student_sites, teacher_sites = self._forward(task, x_student, x_teacher, targets)
             terms: Terms = self.objective.terms(task, output, targets, student_sites, teacher_sites)
         return self.objective.combine(terms, weights), batch.rows
 
@@ -288,89 +368,149 @@ class Engine:
         self.optimizer.step()
 
     # ------------------------------------------------------------------ one schedule step
-    def _iterations(self, name: str) -> int:
-        n = len(self.train_loaders[name])
+    def _iterations(self, loader: DataLoader) -> int:
+        n = len(loader)
         cap = self.cfg.training.max_iters_per_epoch
         return min(n, cap) if cap else n
 
+    def phases(self, step: sched.Step) -> list[Phase]:
+        """The phases of ``step``: one plain epoch, or (Lock-Release, a cyclic step of a kind in
+        ``training.lock_release.kinds``) a lock epoch on a seeded part of the data, then a release epoch."""
+        lr_cfg = self.cfg.training.lock_release
+        task = step.task
+        if not lr_cfg.enabled or task is None or len(step.parts) != 1 or task.kind not in lr_cfg.kinds:
+            return [Phase("train")]
+        groups = self.student.parameter_groups()
+        frozen = tuple(g for g in lr_cfg.freeze if g in groups)
+        return [Phase("lock", lr_cfg.lock_fraction, frozen, salt=30), Phase("release")]
+
+    def _seed_samplers(self, step: sched.Step, loaders: list[DataLoader], phase: Phase) -> int:
+        """Seed each part's sampler for ``phase`` of ``step``; returns the phase's number of iterations."""
+        for k, loader in enumerate(loaders):
+            loader.sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, phase.salt + k), phase.fraction)
+        return max(self._iterations(loader) for loader in loaders)
+
+    @contextlib.contextmanager
+    def _phase(self, phase: Phase):
+        """Inside a lock phase the ``frozen`` groups do not train: no gradient (so the optimizer leaves them
+        untouched, momentum and weight decay included) and their modules in eval mode (no BatchNorm statistics
+        updates, no dropout); everything is trainable again afterwards, also after an error."""
+        if not phase.frozen:
+            yield
+            return
+        self.student.freeze(phase.frozen)
+        modules = [getattr(self.student, g) for g in phase.frozen if isinstance(getattr(self.student, g, None), torch.nn.Module)]
+        for module in modules:
+            module.eval()
+        try:
+            yield
+        finally:
+            self.student.unfreeze(phase.frozen)
+            for module in modules:
+                module.train()
+
     def train_step(self, step: sched.Step,
                    on_iteration: Callable[[int, int, torch.Tensor, int], None] | None = None) -> float:
-        """Train one schedule step; returns the mean loss over its iterations."""
+        """Train one schedule step (all its phases); returns the mean loss over its iterations."""
         t = self.cfg.training
         seed = derive_seed(self.cfg.run.seed, step.index)
         torch.manual_seed(seed)  # dropout / drop-path inside the backbone
         aug_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 1))
         label_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 2))
-        names = step.datasets
-        for k, name in enumerate(names):
-            self.train_loaders[name].sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, 10 + k))
-        iterations = max(self._iterations(n) for n in names)
-        iterators = {n: iter(self.train_loaders[n]) for n in names}
-        restarts = {n: 0 for n in names}
+        loaders = [self.train_loader(name, task) for name, task in step.parts]
+        phases = self.phases(step)
+        lengths = [self._seed_samplers(step, loaders, phase) for phase in phases]
+        if len(phases) > 1 and lengths[0] == 0:
+            log.warning("step %d (%s): the lock phase's %.0f%% of the data is less than one batch; it is skipped",
+                        step.index, step.dataset, 100 * phases[0].fraction)
+        iterations = sum(lengths)  # the LR's clock runs over the whole step
         weights = self.objective.weights(step)
         self.student.train()
         total = torch.zeros((), device=self.device)
-        counted = 0
+        counted, done = 0, 0
         window: list[tuple[torch.Tensor, list]] = []  # (loss on the device, batches) since the last read-back
-        for it in range(iterations):
-            lr = sched.learning_rate(sched.progress_in_rounds(step, it, iterations), base=t.lr, rounds=t.rounds,
-                                     warmup=t.warmup_rounds, schedule=t.lr_schedule, min_lr=t.min_lr,
-                                     iteration=sched.iteration_rounds(step, iterations))
-            set_learning_rate(self.optimizer, lr)
-            loss = torch.zeros((), device=self.device)
-            batches = []
-            for name, task in step.parts:
-                batch = self._next_batch(name, iterators, restarts, step)
-                part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weights, task)
-                loss = loss + part
-                batches.append((name, rows))
-                self.images_seen += int(rows.shape[0])
-            if t.on_nonfinite_loss == "skip" and self._skip_if_nonfinite(loss, step, batches):
-                continue
-            self._optimizer_step(loss)
-            total += loss.detach()
-            counted += 1
-            window.append((loss.detach(), batches))
-            if len(window) >= t.log_every:
-                self._read_back(window, step)
-            if on_iteration is not None:
-                on_iteration(it + 1, iterations, total, counted)
+        for phase, length in zip(phases, lengths):
+            self._seed_samplers(step, loaders, phase)
+            iterators = [iter(loader) for loader in loaders]
+            restarts = [0] * len(loaders)
+            with self._phase(phase):
+                for _ in range(length):
+                    it = done
+                    done += 1
+                    lr = sched.learning_rate(sched.progress_in_rounds(step, it, iterations), base=t.lr,
+                                             rounds=t.rounds, warmup=t.warmup_rounds, schedule=t.lr_schedule,
+                                             min_lr=t.min_lr, iteration=sched.iteration_rounds(step, iterations))
+                    set_learning_rate(self.optimizer, lr)
+                    loss = torch.zeros((), device=self.device)
+                    batches = []
+                    for k, (name, task) in enumerate(step.parts):
+                        batch = self._next_batch(k, loaders, iterators, restarts, step)
+                        part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weights, task)
+                        loss = loss + part
+                        batches.append((name, rows))
+                        self.images_seen += int(rows.shape[0])
+                    if t.on_nonfinite_loss == "skip" and self._skip_if_nonfinite(loss, step, batches):
+                        continue
+                    self._optimizer_step(loss)
+                    total += loss.detach()
+                    counted += 1
+                    window.append((loss.detach(), batches))
+                    if len(window) >= t.log_every:
+                        self._read_back(window, step)
+                    if on_iteration is not None:
+                        on_iteration(it + 1, iterations, total, counted)
         self._read_back(window, step)
         return float(total.item() / max(counted, 1))
 
-    def _next_batch(self, name: str, iterators: dict[str, Any], restarts: dict[str, int], step: sched.Step) -> Batch:
-        """Next batch of ``name``; in concurrent mode a shorter dataset starts a fresh pass."""
+    def _next_batch(self, k: int, loaders: list[DataLoader], iterators: list[Any], restarts: list[int],
+                    step: sched.Step) -> Batch:
+        """Next batch of part ``k``; in concurrent mode a shorter dataset starts a fresh pass."""
         try:
-            return next(iterators[name])
+            return next(iterators[k])
         except StopIteration:
-            restarts[name] += 1
-            loader = self.train_loaders[name]
-            loader.sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, 100 + 1000 * restarts[name]))
-            iterators[name] = iter(loader)
-            return next(iterators[name])
+            restarts[k] += 1
+            loaders[k].sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, 100 + 1000 * restarts[k]))
+            iterators[k] = iter(loaders[k])
+            return next(iterators[k])
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_loader(self, name: str, split: str) -> DataLoader:
-        key = (name, split)
+    def _eval_loader(self, name: str, split: str, task: Task | None = None) -> DataLoader:
+        targets = tuple(get_kind(task.kind).loader_targets) if task is not None else ("labels",)
+        key = (name, split, targets)
         if key not in self.eval_loaders:
             d = self.cfg.data
             self.eval_loaders[key] = make_loader(self.datasets[name], split, d.eval_batch_size, d.workers,
-                                                 train=False, pin_memory=self.device.type == "cuda")
+                                                 train=False, pin_memory=self.device.type == "cuda", targets=targets)
         return self.eval_loaders[key]
 
-    def evaluate(self, split: str, models: list[str]) -> dict[str, dict[str, Any]]:
-        """``{model: {dataset: AucResult}}`` on one split of every dataset."""
-        results: dict[str, dict[str, Any]] = {}
+    def evaluate_tasks(self, split: str, models: list[str]) -> list[tuple[str, str, Task, Any]]:
+        """``(model, dataset, task, score)`` for every pretraining task of every dataset on one split, whichever
+        task the last step trained (Foundation X's focused and unfocused curves): AUC for classification
+        (:class:`~arkx.evaluation.metrics.AucResult`), mAP40 and Dice for the others (:class:`~arkx.tasks.TaskScore`)."""
+        size, autocast, channels_last = self.cfg.data.image_size, self.autocast, self.cfg.training.channels_last
+        results = []
         for model_name in models:
             model = self.student if model_name == "student" else self.teacher
-            results[model_name] = {}
             for name, ds in self.datasets.items():
                 if len(ds.indices(split)) == 0:
                     continue
-                scores, targets, _ = predict_head(model, self._eval_loader(name, split), name, ds.task.kind,
-                                                  self.device, self.cfg.data.image_size, self.autocast,
-                                                  self.cfg.training.channels_last)
-                results[model_name][name] = task_auc(ds.task.kind, scores, targets, ds.task.label_names)
+                for task in self.tasks[name]:
+                    loader = self._eval_loader(name, split, task)
+                    if task.is_classification:
+                        scores, targets, _ = predict_head(model, loader, name, task.kind, self.device, size, autocast,
+                                                          channels_last)
+                        result = task_auc(task.kind, scores, targets, task.label_names)
+                    else:
+                        result = score_task(model, loader, task, self.device, size, autocast, channels_last)
+                    results.append((model_name, name, task, result))
+        return results
+
+    def evaluate(self, split: str, models: list[str]) -> dict[str, dict[str, Any]]:
+        """``{model: {dataset: AucResult}}`` of the classification tasks on one split of every dataset."""
+        results: dict[str, dict[str, Any]] = {m: {} for m in models}
+        for model_name, name, task, result in self.evaluate_tasks(split, models):
+            if task.is_classification:
+                results[model_name][name] = result
         return results
 
     # ------------------------------------------------------------------ the run

@@ -28,7 +28,7 @@ log = logging.getLogger("arkx")
 
 def heads_for(datasets) -> list[Task]:
     """One head per dataset (``{name: Records}`` or ``{name: PreparedDataset}``), named after it."""
-    return [Task(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items()]
+    return [Task(name, ds.task.kind, ds.task.label_names) for name, ds in datasets.items() if ds.task is not None]
 
 
 def _initial_weights(cfg: ArkConfig, records: dict[str, Records]) -> dict[str, ArkModel]:

@@ -8,9 +8,16 @@ place in the schedule. With Ark's one site this is the authors' ``(1 - c)·task 
 same float operations in the same order. The teacher sees its own view (the resized original image)
 and never receives a gradient: its features are detached.
 
-A *site* is a named tensor read from a model's :class:`arkx.models.features.Features` (``projection``,
-``pooled``); Foundation X registers more (``det_encoder``, ``seg_decoder``) with :func:`register_site`,
-each with its own weight. A site of weight 0 is left out: it is not computed at all.
+A *site* is a named tensor read from a model's :class:`arkx.models.features.Features`: ``projection``,
+``pooled`` (the backbone's features) on every step, and Foundation X's ``det_encoder`` (the shared
+localization encoder's output memory) on localization steps and ``seg_decoder`` (the shared UperNet
+decoder's maps) on segmentation steps, each with its own weight. A site applies to the steps of the
+task kinds it names (a branch's consistency where that branch trains, so a classification step does
+not run the detector's encoder twice); the task term keeps ``1 - sum`` of the weights of the sites
+that apply. The student's site tensors come from the same pass as its head output (a shared branch
+runs once per pass: :func:`arkx.models.features.branch_output`), so each consistency term has a
+gradient that reaches the student (the authors' localization term was computed on a deep copy and
+had none). A site of weight 0 is left out: it is not computed at all.
 
 Targets come from the task's kind (``batch_targets``: the uncertain-label policy for classification),
 the task loss from the kind's ``loss`` (through :func:`arkx.training.losses.task_loss`).
@@ -44,6 +51,10 @@ class Site:
     name: str
     read: Callable[[Any, Features], torch.Tensor]
     needs_pyramid: bool = False  # whether reading it needs ``forward_features(x, pyramid=True)``
+    kinds: tuple[str, ...] | None = None  # task kinds whose steps it applies to; None: every step
+
+    def applies_to(self, task: Task | None) -> bool:
+        return self.kinds is None or (task is not None and task.kind in self.kinds)
 
 
 _SITES: dict[str, Site] = {}
@@ -68,8 +79,18 @@ def get_site(name: str) -> Site:
         raise ValueError(f"unknown consistency site {name!r}; known sites: {', '.join(_SITES)}") from None
 
 
+def _encoder_memory(model: Any, features: Features) -> torch.Tensor:
+    return get_kind("detection").encoder_features(model, features).memory
+
+
+def _decoder_maps(model: Any, features: Features) -> torch.Tensor:
+    return get_kind("segmentation").decoder_features(model, features)
+
+
 register_site(Site(PROJECTION, lambda model, features: features.projection))
 register_site(Site("pooled", lambda model, features: features.pooled))
+register_site(Site("det_encoder", _encoder_memory, needs_pyramid=True, kinds=("detection",)))
+register_site(Site("seg_decoder", _decoder_maps, needs_pyramid=True, kinds=("segmentation",)))
 
 
 @dataclass
@@ -108,9 +129,14 @@ class Objective:
         for the student and ``model.embed`` for the teacher (Ark's path, which ``torch.compile`` speeds up)."""
         return set(self.sites) <= {PROJECTION}
 
-    @property
-    def needs_pyramid(self) -> bool:
-        return any(get_site(name).needs_pyramid for name in self.sites)
+    def active(self, task: Task | None) -> list[str]:
+        """The sites that apply to a step of ``task`` (in the configured order)."""
+        return [name for name in self.sites if get_site(name).applies_to(task)]
+
+    def needs_pyramid(self, task: Task | None = None) -> bool:
+        """Whether the sites of ``task``'s steps read the pyramid (any step's, without a task)."""
+        names = self.active(task) if task is not None else list(self.sites)
+        return any(get_site(name).needs_pyramid for name in names)
 
     def weights(self, step: Step) -> dict[str, float]:
         """``c_s`` of every site during ``step`` (fixed within the step)."""
@@ -123,16 +149,17 @@ class Objective:
         dataset's uncertain-label policy applied; its draws come from ``generator``)."""
         return get_kind(task.kind).batch_targets(batch, dataset, generator)
 
-    def read_sites(self, model: Any, features: Features) -> dict[str, torch.Tensor]:
-        """The tensor of every site from one forward pass of ``model``."""
-        return {name: get_site(name).read(model, features) for name in self.sites}
+    def read_sites(self, model: Any, features: Features, task: Task | None = None) -> dict[str, torch.Tensor]:
+        """The tensor of every site that applies to ``task`` from one forward pass of ``model``."""
+        return {name: get_site(name).read(model, features) for name in self.active(task)}
 
     # ------------------------------------------------------------------ the loss
     def terms(self, task: Task, output: Any, targets: Any, student_sites: Mapping[str, torch.Tensor],
               teacher_sites: Mapping[str, torch.Tensor]) -> Terms:
-        """The unweighted terms: the task loss, then one consistency loss per site (in the sites' order)."""
+        """The unweighted terms: the task loss, then one consistency loss per site that applies to ``task``
+        (in the sites' order)."""
         task_term = task_loss(task.kind, output, targets)
-        consistency = {name: consistency_loss(student_sites[name], teacher_sites[name]) for name in self.sites}
+        consistency = {name: consistency_loss(student_sites[name], teacher_sites[name]) for name in self.active(task)}
         return Terms(task_term, consistency)
 
     @staticmethod

@@ -51,6 +51,8 @@ def _warn_degenerate_labels(datasets: dict, cfg: ArkConfig) -> None:
     only as ``nan`` or as a mean over fewer labels)."""
     splits = list(dict.fromkeys(list(cfg.eval.splits) + (["test"] if cfg.eval.test_at_end else [])))
     for name, ds in datasets.items():
+        if ds.task is None:  # a localization / segmentation-only dataset (Foundation X): no labels to check
+            continue
         names, labels = ds.task.label_names, ds.records.labels
         train = labels[ds.indices("train")]
         known = ~np.isnan(train)
