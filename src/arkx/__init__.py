@@ -13,7 +13,8 @@ _API = {
     "inspect_dataset": "arkx.api", "build_from_config": "arkx.api", "synthesize": "arkx.api", "export_model": "arkx.api",
     "read_dataset": "arkx.data.adapters", "load_config": "arkx.config", "ArkConfig": "arkx.config",
     "build_model": "arkx.models.ark", "ArkModel": "arkx.models.ark",
-    "load_released": "arkx.models.released", "export_timm": "arkx.models.export", "model_info": "arkx.models.export",
+    "load_released": "arkx.models.released", "load_foundation_x": "arkx.models.foundation_x_checkpoint",
+    "export_timm": "arkx.models.export", "model_info": "arkx.models.export",
     "embed": "arkx.transfer", "probe": "arkx.transfer", "load_embeddings": "arkx.transfer",
     "EmbeddingTable": "arkx.transfer", "ProbeResult": "arkx.transfer",
     "predict": "arkx.transfer.predict", "HeadModule": "arkx.transfer.predict",
@@ -21,6 +22,8 @@ _API = {
     "ImageDataset": "arkx.data.dataset", "load_image": "arkx.data.dataset", "preprocess": "arkx.data.dataset",
     "collate": "arkx.data.dataset",
     "finetune": "arkx.transfer.finetune", "FinetuneResult": "arkx.transfer.finetune",
+    "evaluate": "arkx.api", "compare_runs": "arkx.api", "compare_models": "arkx.api",
+    "report": "arkx.api",
 }
 
 __all__ = sorted(_API) + ["__version__"]

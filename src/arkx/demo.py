@@ -60,6 +60,7 @@ class DemoResult:
     table: pd.DataFrame
     out: Path
     seconds: float
+    report: Path | None = None
 
 
 def run_demo(out: str | Path = "arkx-demo", *, seed: int = 0, n: int = 500, size: int = 96, rounds: int = 10,
@@ -85,7 +86,10 @@ def run_demo(out: str | Path = "arkx-demo", *, seed: int = 0, n: int = 500, size
                          delta=ark_auc - single_auc))
     table = pd.DataFrame(rows)
     table.to_csv(out / "demo_table.csv", index=False)
-    return DemoResult(table=table, out=out, seconds=time.perf_counter() - started)
+    from .evaluation.html_report import write_report
+
+    page = write_report(out / "ark", device="cpu", progress=progress)
+    return DemoResult(table=table, out=out, seconds=time.perf_counter() - started, report=page)
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -345,3 +345,40 @@ def test_lock_phase_is_skipped_with_a_warning_when_its_part_is_below_one_batch(r
     with caplog.at_level("WARNING", logger="arkx.training"):
         eng.train_step(eng.schedule[0])
     assert "lock phase" in caplog.text
+
+
+@pytest.mark.parametrize("kind, attr", [("detection", "det_encoder"), ("segmentation", "seg_decoder")])
+def test_a_shared_branch_runs_once_per_pass_for_its_head_and_its_site(roots, tmp_path, kind, attr):
+    eng = make_engine(roots, tmp_path, "X-LS", consistency=dict(sites={"det_encoder": 0.1, "seg_decoder": 0.1}))
+    step = next(s for s in eng.schedule if s.task.kind == kind)
+    calls = []
+    handle = getattr(eng.student, attr).register_forward_hook(lambda *a: calls.append(1))
+    batch = next(iter(eng.train_loader(step.dataset, step.task)))
+    x, _ = eng._views(batch.images, torch.Generator().manual_seed(0))
+    features, _ = eng.student.run_task(x, step.task)
+    eng.objective.read_sites(eng.student, features, step.task)
+    handle.remove()
+    assert len(calls) == 1
+
+
+def test_loader_workers_live_for_one_epoch_and_do_not_change_the_result(roots, tmp_path):
+    """One pool of workers at a time (started per dataset epoch, gone after it), and the same weights as
+    reading in the main process: the order and the augmentation come from the main process."""
+    import multiprocessing
+
+    results = {}
+    for workers in (0, 2):
+        cfg = fx_config(roots, tmp_path / f"w{workers}", "X-CL")
+        cfg.data.workers = workers
+        datasets = {d.head_name: prepare_dataset(d, cfg.data, cfg.data.cache_dir, progress=False)
+                    for d in cfg.datasets}
+        tasks = pretraining_tasks(datasets, cfg.training.tasks)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, [t for per in tasks.values() for t in per],
+                            branch_options=cfg.model.branch_options)
+        eng = Engine(cfg, datasets, model, cfg.run.out, progress=False)
+        for step in eng.schedule[:2]:
+            eng.train_step(step)
+            assert multiprocessing.active_children() == []  # the epoch's workers are gone
+        results[workers] = {k: v.detach().clone() for k, v in eng.student.state_dict().items()}
+    assert all(torch.equal(results[0][k], results[2][k]) for k in results[0])

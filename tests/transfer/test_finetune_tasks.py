@@ -28,13 +28,7 @@ SCR = ("Right Lung", "Left Lung", "Heart", "Right Clavicle", "Left Clavicle")
 ORGANS = ("Right Lung", "Left Lung", "Heart")  # the clavicles are 2-3 px wide at 48 px: not learnt in this budget
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The learning tests are tiny: one thread is faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,9 @@ from .reuse import (
     _cmd_zeroshot,
 )
 from .train import _add_demo, _add_pretrain, _cmd_demo, _cmd_pretrain
+from .evaluate import _add_evaluate, _cmd_evaluate
+from .report import _add_report, _cmd_report
+from .federate import _add_federate, _cmd_federate
 
 __all__ = ["COMMANDS", "DESCRIPTION", "EPILOG", "build_parser", "main"]
 
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_demo, _add_pretrain, _add_prepare, _add_datasets, _add_cache,
                 _add_embed, _add_probe, _add_info, _add_export, _add_zeroshot,
-                _add_predict, _add_finetune):
+                _add_predict, _add_finetune, _add_evaluate, _add_report, _add_federate):
         add(sub)
     return parser
 
@@ -83,7 +86,8 @@ COMMANDS = {"synth": _cmd_synth, "demo": _cmd_demo, "pretrain": _cmd_pretrain, "
             "datasets": _cmd_datasets, "cache": _cmd_cache,
             "embed": _cmd_embed, "probe": _cmd_probe, "info": _cmd_info, "export": _cmd_export,
             "zeroshot": _cmd_zeroshot, "predict": _cmd_predict,
-            "finetune": _cmd_finetune}
+            "finetune": _cmd_finetune, "evaluate": _cmd_evaluate, "report": _cmd_report,
+            "federate": _cmd_federate}
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -96,8 +96,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("config", nargs="?", type=Path, default=None,
                    help="YAML file with fine-tuning settings (init, dataset_type, root, task, epochs, lr, ...)")
     p.add_argument("--init", "--from", dest="init", default=None,
-                   help="run:DIR (or an arkx export), released:FILE (authors' Ark), timm:FILE (backbone weights) "
-                        "or scratch")
+                   help="run:DIR (or an arkx export), released:FILE (authors' Ark or Foundation X), timm:FILE "
+                        "(backbone weights) or scratch")
     p.add_argument("--type", dest="type_", default=None, help="dataset adapter")
     p.add_argument("--root", type=Path, default=None, help="dataset folder")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
@@ -124,13 +124,21 @@ def _add_finetune(sub) -> None:
     p.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                    help="timm.create_model keyword for timm: and scratch")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--which", choices=("teacher", "student"), default=None,
+                   help="the model of a run:/released: init (default teacher; a Foundation X file: teacher_model)")
+    p.add_argument("--shots", type=int, default=None,
+                   help="few-shot: train on this many labelled training images (seeded draw, listed in OUT/shots.csv)")
+    p.add_argument("--no-reuse-head", dest="reuse_head", action="store_false", default=None,
+                   help="start a new segmentation head / detection decoder even when the initial model has one for "
+                        "this dataset and labels")
 
 
 #: command-line option -> fine-tuning setting (options left unset keep CONFIG's value, else the default)
 _FINETUNE_FLAGS = dict(init="init", type_="dataset_type", root="root", out="out", task="task", mode="mode",
                        features="features", epochs="epochs", optimizer="optimizer", lr="lr", batch_size="batch_size",
                        image_size="image_size", cache_size="cache_size", cache_dir="cache_dir", patience="patience",
-                       seed="seed", device="device", uncertain="uncertain", backbone="backbone", workers="workers")
+                       seed="seed", device="device", uncertain="uncertain", backbone="backbone", workers="workers",
+                       which="which", shots="shots", reuse_head="reuse_head")
 
 
 def finetune_settings(args) -> dict:

@@ -17,20 +17,43 @@ def _add_demo(sub) -> None:
                        **_examples("arkx demo --out arkx-demo --rounds 10"))
     p.add_argument("--out", type=Path, default=Path("arkx-demo"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=500, help="images per synthetic dataset")
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--n", type=int, default=None, help="images per synthetic dataset (default 500)")
+    p.add_argument("--rounds", type=int, default=None, help="pretraining rounds (default 10)")
     p.add_argument("--no-baselines", action="store_true", help="skip the single-dataset baselines")
+    p.add_argument("--foundation-x", action="store_true",
+                   help="Foundation X (X-CLS) on synthetic classification, localization and segmentation datasets, "
+                        "next to single-task models (defaults: --n 96 --rounds 4)")
 
 
 def _cmd_demo(args) -> int:
     from ..demo import format_table, run_demo
 
-    result = run_demo(args.out, seed=args.seed, n=args.n, rounds=args.rounds, baselines=not args.no_baselines,
-                      progress=not args.quiet)
-    print("\nTest mean AUC per dataset (teacher), Ark-6 vs the same budget on one dataset:")
-    print(format_table(result.table))
-    print(f"\nwall time {result.seconds:.0f} s; runs, metrics.csv and TensorBoard logs in {result.out}")
+    if args.foundation_x:
+        return _foundation_x_demo(args)
+    result = run_demo(args.out, seed=args.seed, n=args.n or 500, rounds=args.rounds or 10,
+                      baselines=not args.no_baselines, progress=not args.quiet)
+    _print_demo("Test mean AUC per dataset (teacher), Ark-6 vs the same budget on one dataset:",
+                format_table(result.table), result)
     return 0
+
+
+def _foundation_x_demo(args) -> int:
+    from ..demo_foundation_x import format_table, run_foundation_x_demo
+
+    out = args.out if args.out != Path("arkx-demo") else Path("arkx-demo-fx")
+    result = run_foundation_x_demo(out, seed=args.seed, n=args.n or 96, rounds=args.rounds or 4,
+                                   baselines=not args.no_baselines, progress=not args.quiet)
+    _print_demo("Test score per task (teacher): Foundation X (X-CLS) vs the same budget on one task of one dataset:",
+                format_table(result.table), result)
+    return 0
+
+
+def _print_demo(title: str, table: str, result) -> None:
+    print(f"\n{title}")
+    print(table)
+    print(f"\nwall time {result.seconds:.0f} s; runs, metrics.csv and TensorBoard logs in {result.out}")
+    if result.report is not None:
+        print(f"report (plots, ROC curves, t-SNE; opens offline in a browser): {result.report}")
 
 
 def _add_pretrain(sub) -> None:

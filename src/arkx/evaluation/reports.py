@@ -22,7 +22,7 @@ log = logging.getLogger("arkx.evaluation")
 #: ``trained_task``: the kind trained at that step (``trained`` names its dataset).
 METRIC_COLUMNS = ("step", "round", "trained", "model", "dataset", "split", "label", "auc", "n_pos", "n_neg", "note",
                   "task", "metric", "score", "trained_task")
-#: columns a file written before they existed may lack (filled in when it is read: see :func:`_fill_old_columns`)
+#: columns a file written before they existed may lack (filled in when it is read: see :func:`fill_old_columns`)
 LATER_COLUMNS = ("note", "task", "metric", "score", "trained_task")
 MEAN_LABEL = "__mean__"
 
@@ -68,7 +68,7 @@ class MetricsLog:
         if missing:
             return self._set_aside(f"columns {missing} missing")
         repaired = list(frame.columns) != list(METRIC_COLUMNS)
-        frame = _fill_old_columns(frame)[list(METRIC_COLUMNS)]
+        frame = fill_old_columns(frame)[list(METRIC_COLUMNS)]
         blank = (frame == "").all(axis=1)  # rows of commas only
         if blank.any():
             log.warning("%s: %d empty row(s) dropped", self.csv_path, int(blank.sum()))
@@ -156,7 +156,7 @@ def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
 
 
-def _fill_old_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def fill_old_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns a file from an older arkx lacks: ``note``/``task``/``trained_task`` empty, ``metric`` ``auc``
     and ``score`` the ``auc`` column (those files hold AUC rows only)."""
     frame = frame.copy()
@@ -166,7 +166,7 @@ def _fill_old_columns(frame: pd.DataFrame) -> pd.DataFrame:
     if "metric" not in frame.columns:
         frame["metric"] = "auc"
     if "score" not in frame.columns:
-        frame["score"] = frame["auc"]
+        frame["score"] = frame["auc"] if "auc" in frame.columns else float("nan")
     return frame
 
 
@@ -178,4 +178,4 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
-    return _fill_old_columns(frame)
+    return fill_old_columns(frame)

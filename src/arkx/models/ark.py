@@ -20,7 +20,8 @@ The API the task kinds (:mod:`arkx.tasks`) build on, kept stable for them:
   ``model.branch_config()`` (``branch_options`` completed by each built branch module's ``config`` dict: its
   options, not what the backbone determines) is saved with the model and passed back as ``branch_options``
   when it is rebuilt (:mod:`arkx.models.files`), so heads and branches get the same shapes.
-- ``model.run_task(x, task) -> (Features, output)`` computes the pyramid only for kinds that need it;
+- ``model.run_task(x, task, targets=None) -> (Features, output)`` computes the pyramid only for kinds that need
+  it (``targets``: the kind's loss targets, given in training, e.g. for the detector's denoising queries);
   ``model.tasks()`` lists the tasks it has heads for (classification, then segmentation, then detection).
   New heads and branches are moved to the backbone's device when they are built.
 - Parameters live in named groups by module path (:meth:`ArkModel.parameter_groups`): ``backbone``,
@@ -186,20 +187,23 @@ class ArkModel(nn.Module):
             pooled, maps = backbone_features(self.backbone, x)
         else:
             pooled, maps = self.backbone(x), None
-        return Features(pooled, self.projector(pooled), maps, (int(x.shape[-2]), int(x.shape[-1])))
+        return Features(pooled, self.projector(pooled), maps, (int(x.shape[-2]), int(x.shape[-1])), {})
 
     def forward(self, x: torch.Tensor, head: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self.embed(x)
         return z, (self.heads[head](z) if head is not None else None)
 
-    def run_task(self, x: torch.Tensor, task: Task) -> tuple[Features, object]:
-        """Features of ``x`` (the pyramid only when ``task``'s kind needs it) and the output of its head."""
+    def run_task(self, x: torch.Tensor, task: Task, targets: object = None) -> tuple[Features, object]:
+        """Features of ``x`` (the pyramid only when ``task``'s kind needs it) and the output of its head.
+
+        ``targets`` (the kind's loss targets) is passed to the head in training, e.g. for the detector's
+        denoising queries; leave it out for inference."""
         kind = get_kind(task.kind)
         if task.name not in self._specs.get(kind.head_attr, {}) or task.name not in getattr(self, kind.head_attr):
             raise ArkxValueError(f"the model has no {task.kind} head {task.name!r}; its tasks: "
                                  + (", ".join(f"{t.name} ({t.kind})" for t in self.tasks()) or "none"))
         features = self.forward_features(x, pyramid=kind.needs_pyramid)
-        return features, kind.head_output(self, features, task)
+        return features, kind.head_output(self, features, task, targets=targets)
 
     # -- parameter groups ------------------------------------------------------------------------------
     def group_of(self, parameter_name: str) -> str:

@@ -140,7 +140,12 @@ def backbone_state_from_file(model: nn.Module, path: str | Path, *, resize: bool
     shape check reports them; with it they stay interpolated.
     """
     own = model.state_dict()
-    state = _strip_prefixes(pick_state_dict(load_state_dict_file(path), str(path)))
+    obj = load_state_dict_file(path)
+    from .foundation_x_checkpoint import foundation_x_backbone_state, is_foundation_x_checkpoint
+
+    if is_foundation_x_checkpoint(obj):  # its Swin sits under backbone.0. beside the task branches
+        return foundation_x_backbone_state(obj, model, source=str(path), resize=resize)
+    state = _strip_prefixes(pick_state_dict(obj, str(path)))
     # Drop head/projector keys of the training code, but keep backbone keys that happen to share a
     # prefix (e.g. ConvNeXt's ``head.norm`` is part of the headless backbone).
     _report_unused(str(path), [k for k in state if k not in own and k.startswith(NON_BACKBONE_PREFIXES)])

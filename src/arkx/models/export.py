@@ -138,6 +138,10 @@ def _torch_file_info(path: Path) -> dict[str, Any]:
     obj = load_state_dict_file(path)
     if isinstance(obj, dict) and obj.get("format") == ARKX_CHECKPOINT_FORMAT:
         return _arkx_checkpoint_info(path, obj)
+    from .foundation_x_checkpoint import foundation_x_info, is_foundation_x_checkpoint
+
+    if is_foundation_x_checkpoint(obj):
+        return foundation_x_info(path, obj)
     from .released import authors_state, describe_authors_state, detect_variant, is_authors_layout
 
     try:

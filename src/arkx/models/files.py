@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..tasks.detection import saved_branch_options
 from ..config import ArkConfig, load_config
 from ..data.transforms import MEAN, STD
 from ..errors import ArkxFileNotFoundError, ArkxValueError
@@ -75,7 +76,7 @@ def load_model(path: str | Path, which: str = "teacher") -> ArkModel:
     if not heads:
         raise ArkxValueError(f"{path}: checkpoint does not record its heads")
     model = build_model(cfg.model.model_copy(update={"checkpoint": None}), heads,
-                        branch_options=state["extra"].get("branches"))
+                        branch_options=saved_branch_options(state["extra"].get("branches")))
     _load_strict(model, state[which], path)
     return model.eval()
 
@@ -97,7 +98,7 @@ def _load_export(path: Path) -> ArkModel:
 
     model_cfg = ModelConfig.model_validate({**meta["model"], "checkpoint": None})
     heads = [Task(h["name"], h["kind"], tuple(h["label_names"])) for h in meta["heads"]]
-    model = build_model(model_cfg, heads, branch_options=meta.get("branches"))
+    model = build_model(model_cfg, heads, branch_options=saved_branch_options(meta.get("branches")))
     _load_strict(model, state, path)
     return model.eval()
 

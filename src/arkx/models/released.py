@@ -281,12 +281,19 @@ def _check_recomputed_buffers(backbone: torch.nn.Module, state: dict[str, torch.
                              f"differ: {'; '.join(differ[:3])}{' …' if len(differ) > 3 else ''}")
 
 
-def load_any_model(path: str | Path, which: str = "teacher", variant: str | ReleasedVariant = "auto") -> ArkModel:
-    """An arkx model (run folder, export, ``last.pt``: :func:`arkx.api.load_model`) or an authors' Ark
-    checkpoint (:func:`load_released`), told apart by the file's content."""
+def load_any_model(path: str | Path, which: str = "teacher", variant: str | ReleasedVariant = "auto",
+                   image_size: int | None = None) -> ArkModel:
+    """An arkx model (run folder, export, ``last.pt``: :func:`arkx.api.load_model`), an authors' Ark
+    checkpoint (:func:`load_released`) or an authors' Foundation X checkpoint
+    (:func:`arkx.models.foundation_x_checkpoint.load_foundation_x`, built for ``image_size``, default 224),
+    told apart by the file's content."""
     path = Path(path)
     if path.is_file() and path.suffix != ".safetensors":
         obj = load_state_dict_file(path)
+        from .foundation_x_checkpoint import DEFAULT_IMAGE_SIZE, is_foundation_x_checkpoint, load_foundation_x
+
+        if is_foundation_x_checkpoint(obj):
+            return load_foundation_x(path, which, image_size=image_size or DEFAULT_IMAGE_SIZE)
         if not (isinstance(obj, dict) and str(obj.get("format", "")).startswith("arkx-")):
             return load_released(path, variant, which=which)
     from .files import load_model

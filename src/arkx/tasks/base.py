@@ -107,8 +107,11 @@ class TaskKind(ABC):
         """A new head for ``task`` on ``model`` (building the shared branch it reads on first need)."""
 
     @abstractmethod
-    def head_output(self, model: Any, features: Any, task: Task) -> Any:
-        """The output of ``task``'s head for ``features`` (an :class:`arkx.models.features.Features`)."""
+    def head_output(self, model: Any, features: Any, task: Task, targets: Any = None) -> Any:
+        """The output of ``task``'s head for ``features`` (an :class:`arkx.models.features.Features`).
+
+        ``targets`` (this kind's :meth:`batch_targets`, on the device) is given in training only, for heads
+        whose forward uses them (the detector's denoising queries); without it the output is the inference one."""
 
     @abstractmethod
     def batch_targets(self, batch: Any, data: Any, generator: Any = None) -> Any:

@@ -25,8 +25,9 @@ class _Classification(TaskKind):
     def build_head(self, task: Task, model: Any) -> nn.Module:
         return nn.Linear(model.embed_dim, task.num_outputs)
 
-    def head_output(self, model: Any, features: Any, task: Task) -> torch.Tensor:
-        """Logits ``[B, L]`` from the projection (``features``: a Features tuple or the projection itself)."""
+    def head_output(self, model: Any, features: Any, task: Task, targets: Any = None) -> torch.Tensor:
+        """Logits ``[B, L]`` from the projection (``features``: a Features tuple or the projection itself);
+        ``targets`` is not used."""
         projection = getattr(features, "projection", features)
         return model.heads[task.name](projection)
 

@@ -1,13 +1,19 @@
-"""The ``detection`` kind: boxes with classes, from a DETR-family detector on the backbone's pyramid.
+"""The ``detection`` kind: boxes with classes, from a DINO detector on the backbone's pyramid.
 
 The deformable encoder (:class:`arkx.models.detection.DeformableEncoder`, the model's ``det_encoder``
 branch) is shared by every detection dataset; each dataset has its own decoder (``model.det_heads[name]``:
-queries, iterative box refinement, class and box heads per layer), as Foundation X lays them out. Options
-come from ``model.branch_options["det_encoder"]`` and ``["det_decoder"]`` (d_model, layers, queries...).
+its proposal head for mixed query selection, queries, denoising label embeddings, iterative box refinement
+with look-forward-twice, class and box heads per layer), as Foundation X lays them out. Options come from
+``model.branch_options["det_encoder"]`` and ``["det_decoder"]`` (d_model, layers, queries, ``two_stage``,
+``anchor_side``, ``dn_number``, ``dn_label_noise``, ``dn_box_noise``); the ones used are written back, so a saved model
+rebuilds the same architecture.
 
 Targets are the batch's boxes on the model input's grid (after the same geometry as the image:
-``arkx.data.geometry``), converted to normalised ``cxcywh``; the loss is the set criterion (Hungarian
-matching; sigmoid focal + L1 + GIoU on the final and every auxiliary output). Predictions are the top
+``arkx.data.geometry``), converted to normalised ``cxcywh``. In training they also reach the head
+(``head_output(..., targets)``) for the contrastive denoising queries; without them (inference) the output
+is ``logits``, ``boxes``, ``aux`` (+ ``image_size``) only. The loss is the set criterion (Hungarian
+matching; sigmoid focal + L1 + GIoU on the final and every auxiliary output, the selected proposals
+``enc`` and the denoising part ``dn``, which is trained against its known targets). Predictions are the top
 ``top_k`` (query, class) pairs in input pixels; the score is COCO mAP at IoU 0.4 (also 0.5 and 0.5:0.95)
 through pycocotools (:func:`arkx.evaluation.detection.mean_average_precision`).
 """
@@ -24,10 +30,26 @@ from .base import Task, TaskKind, TaskScore, register_kind
 
 ENCODER = "det_encoder"
 DECODER_OPTIONS = "det_decoder"
-#: small defaults: a user sets bigger ones through model.branch_options (DINO uses d_model 256, 6+6 layers)
+#: small defaults: a user sets bigger ones through model.branch_options (DINO uses d_model 256, 6+6 layers,
+#: 900 selected queries, dn_number 100, label noise 0.5, box noise 0.4). ``num_queries`` is the number of
+#: proposals selected (two-stage); ``dn_number`` about how many denoising slots per image (0 = off).
 ENCODER_DEFAULTS = dict(d_model=128, n_layers=2, n_heads=8, n_points=4, ffn_dim=512)
-DECODER_DEFAULTS = dict(num_queries=50, n_layers=3, n_heads=8, n_points=4, ffn_dim=512)
+DECODER_DEFAULTS = dict(num_queries=50, n_layers=3, n_heads=8, n_points=4, ffn_dim=512, two_stage=True,
+                        dn_number=20, dn_label_noise=0.5, dn_box_noise=0.4, anchor_side=0.05)
 TOP_K = 100
+
+
+#: what a decoder saved before the DINO options existed was: no two-stage selection, no denoising queries
+LEGACY_DECODER = dict(two_stage=False, dn_number=0)
+
+
+def saved_branch_options(branches: dict | None) -> dict | None:
+    """Branch options as a saved model recorded them, completed for files written by an older arkx: a saved
+    ``det_decoder`` always lists every option of its time, so one without ``two_stage`` is the plain
+    deformable decoder and rebuilds as such (not with today's defaults, which its weights would not fit)."""
+    if not branches or DECODER_OPTIONS not in branches or "two_stage" in branches[DECODER_OPTIONS]:
+        return branches
+    return {**branches, DECODER_OPTIONS: {**branches[DECODER_OPTIONS], **LEGACY_DECODER}}
 
 
 def _options(model: Any, key: str, defaults: dict) -> dict:
@@ -63,15 +85,19 @@ class DetectionKind(TaskKind):
                                 **options)
 
     def encoder_features(self, model: Any, features: Any):
-        """The encoder's output (a consistency site of Foundation X)."""
+        """The encoder's output (a consistency site of Foundation X), computed once per forward pass: the head
+        and the consistency site read the same tensor (:func:`arkx.models.features.branch_output`)."""
+        from ..models.features import branch_output
+
         if features.pyramid is None:
             raise ValueError("detection needs the feature pyramid: forward_features(x, pyramid=True)")
-        return model.det_encoder(features.pyramid)
+        return branch_output(features, ENCODER, lambda: model.det_encoder(features.pyramid))
 
-    def head_output(self, model: Any, features: Any, task: Task) -> dict:
-        """The decoder's dict (``logits`` [B, Q, C], ``boxes`` [B, Q, 4] normalised cxcywh, ``aux``) plus
-        ``image_size`` (the input's side, to turn boxes into pixels)."""
-        out = dict(model.det_heads[task.name](self.encoder_features(model, features)))
+    def head_output(self, model: Any, features: Any, task: Task, targets: Any = None) -> dict:
+        """The decoder's dict (``logits`` [B, Q, C], ``boxes`` [B, Q, 4] normalised cxcywh, ``aux``; in training
+        also ``enc`` and, given ``targets`` (:meth:`batch_targets`), ``dn``) plus ``image_size`` (the input's
+        side, to turn boxes into pixels)."""
+        out = dict(model.det_heads[task.name](self.encoder_features(model, features), targets=targets))
         out["image_size"] = features.image_size
         return out
 

@@ -46,12 +46,14 @@ class SegmentationKind(TaskKind):
 
     def decoder_features(self, model: Any, features: Any) -> torch.Tensor:
         """The decoder's maps ``[B, channels, H/4, W/4]`` (a consistency site of Foundation X)."""
+        from ..models.features import branch_output
+
         if features.pyramid is None:
             raise ValueError("segmentation needs the feature pyramid: forward_features(x, pyramid=True)")
-        return model.seg_decoder(features.pyramid)
+        return branch_output(features, DECODER, lambda: model.seg_decoder(features.pyramid))
 
-    def head_output(self, model: Any, features: Any, task: Task) -> torch.Tensor:
-        """Logits ``[B, M, H, W]`` at the input's size (``features.image_size``)."""
+    def head_output(self, model: Any, features: Any, task: Task, targets: Any = None) -> torch.Tensor:
+        """Logits ``[B, M, H, W]`` at the input's size (``features.image_size``); ``targets`` is not used."""
         return model.seg_heads[task.name](self.decoder_features(model, features), features.image_size)
 
     def targets(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -176,13 +176,18 @@ def _resolve_model(model_or_path, which: str, image_size: int | None, cache_size
             raise ArkxValueError("embedding with a model object needs image_size= (the model's input size)")
         model, source, found = model_or_path, "<in-memory model>", None
     else:
-        from ..api import load_model
+        from ..models.released import load_any_model
 
         path = Path(model_or_path)
         if not path.exists():
             raise ArkxFileNotFoundError(f"no model at {path}")
-        model, source = load_model(path, which), str(path.resolve())
-        found = model_sizes(path) if image_size is None or cache_size is None else None
+        # an arkx model, or an authors' Ark / Foundation X file (which records the size it was built for)
+        model, source = load_any_model(path, which, image_size=image_size), str(path.resolve())
+        authors_size = getattr(model, "arkx_source", {}).get("image_size")
+        if authors_size is not None:
+            found = _Sizes(int(authors_size), max(int(authors_size), round(int(authors_size) * 8 / 7)), None)
+        else:
+            found = model_sizes(path) if image_size is None or cache_size is None else None
     image = int(image_size if image_size is not None else found.image_size)
     if cache_size is not None:
         cache = int(cache_size)

@@ -8,8 +8,6 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _detector_tests_use_one_thread(one_thread):
+    """Every detector test runs on one thread (tests/conftest.py: tiny models)."""
     yield
-    torch.set_num_threads(before)

@@ -1,5 +1,7 @@
 """The detector learns: a tiny conv pyramid + detector trained jointly on synthetic rectangles beats random boxes.
 
+The DINO recipe as training runs it: two-stage query selection, denoising queries from the targets.
+
 Images are 32 px with one or two non-overlapping rectangles; the class is the rectangle's brightness
 (0.5 -> class 0, 1.0 -> class 1). Training draws fresh images every step; evaluation is on a fixed set
 with mAP at IoU 0.4 from :mod:`arkx.evaluation.detection` (pycocotools).
@@ -70,18 +72,20 @@ def random_detections(n_images: int, per_image: int, generator: torch.Generator)
     return out
 
 
-def train_and_evaluate(steps: int, seed: int = 0) -> tuple[float, float]:
+def train_and_evaluate(steps: int, seed: int = 0, **options) -> tuple[float, float]:
     torch.manual_seed(seed)
     backbone = TinyPyramid()
     detector = Detector(TinyPyramid.channels, num_classes=2, d_model=32, num_queries=8, encoder_layers=1,
-                        decoder_layers=2, n_heads=4, n_points=2, ffn_dim=64)
+                        decoder_layers=2, n_heads=4, n_points=2, ffn_dim=64,
+                        **{"dn_number": 8, "anchor_side": 0.1, **options})  # 0.05 would be 1.6-px anchors at 32 px
     parameters = list(backbone.parameters()) + list(detector.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=3e-3, weight_decay=1e-4)
     criterion = SetCriterion(num_classes=2)
     train_draws = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
         images, boxes, labels = rectangle_images(16, train_draws)
-        loss = criterion(detector(backbone(images)), make_targets(boxes, labels, SIZE))["loss"]
+        targets = make_targets(boxes, labels, SIZE)
+        loss = criterion(detector(backbone(images), targets), targets)["loss"]  # targets: the denoising queries
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

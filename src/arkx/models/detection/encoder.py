@@ -29,8 +29,10 @@ class EncoderOutput(NamedTuple):
 
 
 def group_count(channels: int, most: int = 32) -> int:
-    """Largest number of GroupNorm groups <= ``most`` that divides ``channels`` (32 for d_model=256)."""
-    return max(g for g in range(1, most + 1) if channels % g == 0)
+    """Largest number of GroupNorm groups <= ``most`` that divides ``channels`` (32 for d_model=256) and leaves
+    at least two channels per group: a group of one channel on a 1x1 map (the coarsest level of a small input)
+    would normalise a single value to the bias, and torch refuses it for a batch of one."""
+    return max(g for g in range(1, max(1, min(most, channels // 2)) + 1) if channels % g == 0)
 
 
 def sine_positions(height: int, width: int, dim: int, device=None) -> torch.Tensor:
@@ -78,6 +80,20 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.net(x))
+
+
+class MLP(nn.Module):
+    """``n_layers`` linear layers with ReLU between them (the detector's box heads)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, n_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (n_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else torch.relu(layer(x))
+        return x
 
 
 class EncoderLayer(nn.Module):

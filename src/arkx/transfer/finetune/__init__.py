@@ -12,16 +12,29 @@ IoU 0.4.
 The initial model comes from one of (``init``):
 
 * ``run:DIR`` - an arkx run (its teacher, the released model of a run; a ``.safetensors`` export works too),
-* ``released:FILE`` - an authors' Ark / Ark+ checkpoint (:func:`arkx.load_released`),
+* ``released:FILE`` - an authors' Ark / Ark+ checkpoint (:func:`arkx.load_released`) or Foundation X
+  checkpoint (:func:`arkx.load_foundation_x`: its backbone; told apart by the file's content),
 * ``timm:FILE`` - backbone weights for a timm model (e.g. ImageNet), with a fresh projector,
 * ``scratch`` - random initialisation (the baseline with the same budget),
 
 and every init is trained with the same settings (epochs, optimizer, learning rate, augmentation,
-seed), so their results compare fairly. ``mode="head"`` trains the new head only (the backbone and
-projector parameter groups frozen and in eval mode); ``mode="full"`` trains everything.
+seed), so their results compare fairly. ``which`` picks the teacher (default) or the student of a
+``run:`` / ``released:`` init.
 
-The output folder holds ``metrics.csv`` (one row per epoch), ``finetune.yaml`` (the resolved settings)
-and ``best.safetensors`` (the best weights, an arkx export :func:`arkx.load_model` reads).
+A model that brings shared branches (a Foundation X model's ``seg_decoder`` UperNet and ``det_encoder``)
+keeps them: a segmentation task starts from the pretrained decoder, a localization task from the
+pretrained encoder; and when the model has a head for the SAME dataset, kind and labels (its segmentation
+head, or its localization decoder with its query, box and class heads), that head is the starting point
+too (``reuse_head``, default on; classification heads are always new). ``mode="head"`` trains the task's
+head only: everything the initial model brought (backbone, projector, shared branches) is frozen and in
+eval mode; a decoder built new for the task trains. ``mode="full"`` trains everything.
+
+``shots=K`` (few-shot) trains on K labelled training images drawn with ``seed`` (listed in ``shots.csv``)
+and evaluates on the whole val and test splits (:mod:`arkx.transfer.finetune.few_shot`).
+
+The output folder holds ``metrics.csv`` (one row per epoch), ``finetune.yaml`` (the resolved settings),
+``best.safetensors`` (the best weights, an arkx export :func:`arkx.load_model` reads) and, few-shot,
+``shots.csv``.
 """
 
 from __future__ import annotations
@@ -40,14 +53,33 @@ from torch import nn
 
 from ...errors import ArkxValueError
 from ...tasks import Task
-from .init import InitSpec, _Initial, _input_size, load_initial_model, parse_init, with_new_head
-from .loop import evaluate, is_better, set_train_mode, train_one_epoch, trainable_parameters
-from .settings import (BEST_FILE, INIT_KINDS, METRICS_FILE, SETTINGS_FILE, TASK_CHOICES, FinetuneConfig,
-                       FinetuneResult)
+from .few_shot import few_shot, shot_rows
+from .init import (
+    InitSpec,
+    _Initial,
+    _input_size,
+    load_initial_model,
+    parse_init,
+    reusable_head,
+    start_from_pretrained_head,
+    with_new_head,
+)
+from .loop import FROZEN_IN_HEAD_MODE, evaluate, is_better, set_train_mode, train_one_epoch, trainable_parameters
+from .settings import (
+    BEST_FILE,
+    INIT_KINDS,
+    METRICS_FILE,
+    SETTINGS_FILE,
+    SHOTS_FILE,
+    TASK_CHOICES,
+    FinetuneConfig,
+    FinetuneResult,
+)
 
-__all__ = ["BEST_FILE", "INIT_KINDS", "METRICS_FILE", "SETTINGS_FILE", "TASK_CHOICES", "FinetuneConfig",
-           "FinetuneResult", "InitSpec", "evaluate", "finetune", "is_better", "load_initial_model", "parse_init",
-           "select_task", "set_train_mode", "train_one_epoch", "trainable_parameters", "with_new_head"]
+__all__ = ["BEST_FILE", "INIT_KINDS", "METRICS_FILE", "SETTINGS_FILE", "SHOTS_FILE", "TASK_CHOICES", "FinetuneConfig",
+           "FinetuneResult", "InitSpec", "evaluate", "few_shot", "finetune", "is_better", "load_initial_model",
+           "parse_init", "reusable_head", "select_task", "set_train_mode", "shot_rows", "start_from_pretrained_head",
+           "train_one_epoch", "trainable_parameters", "with_new_head"]
 
 log = logging.getLogger("arkx.transfer")
 
@@ -64,7 +96,8 @@ def finetune(init: str, dataset_type: str, root: str | Path, *, out: str | Path,
         mode: ``full`` (train everything) or ``head`` (train the new head only).
         task: ``classification``, ``segmentation``, ``detection`` or ``auto`` (the dataset's classification
             task if it has image-level labels, else its segmentation task, else detection).
-        settings: any other :class:`FinetuneConfig` field (``epochs``, ``lr``, ``batch_size``,
+        settings: any other :class:`FinetuneConfig` field (``epochs``, ``lr``, ``batch_size``, ``shots``,
+            ``which``, ``reuse_head``,
             ``image_size``, ``patience``, ``seed``, ``device``, ``uncertain``, ``features``,
             ``backbone``/``backbone_kwargs`` for timm: and scratch, ...).
         variant: the released variant for ``released:`` inits (see :func:`arkx.load_released`).
@@ -83,12 +116,17 @@ def run_finetune(cfg: FinetuneConfig, *, variant="auto", progress: bool = True) 
 
     torch.manual_seed(cfg.seed)
     initial = load_initial_model(spec, cfg, variant)
+    # what the initial model brings (backbone, projector, shared branches): frozen in head mode
+    pretrained_groups = tuple(initial.model.parameter_groups())
     cfg = _resolved(cfg, initial)
     data = _prepare(cfg, progress)
     task = select_task(data, cfg.task)
+    if cfg.shots is not None:
+        data = few_shot(data, task, cfg.shots, cfg.seed, out / SHOTS_FILE)
     torch.manual_seed(cfg.seed)  # the new head starts the same whatever the init's loading consumed
     _set_branch_options(initial.model, cfg.branch_options)
-    model = with_new_head(initial.model, task, cfg.features).to(device)
+    model = with_new_head(initial.model, task, cfg.features)
+    model = start_from_pretrained_head(model, task, reusable_head(initial, task)).to(device)
     _write_settings(cfg, spec, out, task)
 
     from ...data.loaders import make_loader
@@ -97,7 +135,7 @@ def run_finetune(cfg: FinetuneConfig, *, variant="auto", progress: bool = True) 
     fields = get_kind(task.kind).loader_targets
     train_loader = make_loader(data, "train", cfg.batch_size, cfg.workers, train=True, targets=fields)
     val_loader = make_loader(data, "val", cfg.eval_batch_size, cfg.workers, train=False, targets=fields)
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer(model, cfg, pretrained_groups)
     history, best_val, best_epoch, best_state, since_best, metric = [], None, 0, None, 0, "score"
     metrics_path = out / METRICS_FILE
     with open(metrics_path, "w", newline="") as handle:
@@ -228,10 +266,10 @@ def _prepare(cfg: FinetuneConfig, progress: bool):
     return data
 
 
-def _optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+def _optimizer(model, cfg: FinetuneConfig, frozen_in_head_mode=FROZEN_IN_HEAD_MODE) -> torch.optim.Optimizer:
     from ...training.optim import check_param_groups, param_groups
 
-    trainable_parameters(model, cfg.mode)
+    trainable_parameters(model, cfg.mode, frozen_in_head_mode)
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)

@@ -20,26 +20,30 @@ from .settings import FinetuneConfig
 FROZEN_IN_HEAD_MODE = ("backbone", "projector")
 
 
-def trainable_parameters(model, mode: str) -> list[torch.nn.Parameter]:
-    """``head``: the backbone and projector groups are frozen (``requires_grad=False``), the new head (and a
-    new decoder it needs) trains; ``full``: everything trains. Groups are selected by name
+def trainable_parameters(model, mode: str, frozen_groups=FROZEN_IN_HEAD_MODE) -> list[torch.nn.Parameter]:
+    """``head``: the ``frozen_groups`` (default: backbone and projector; a fine-tuning adds the shared branches
+    the initial model brought, e.g. a Foundation X ``seg_decoder``) are frozen (``requires_grad=False``), the new
+    head (and a new decoder it needs) trains; ``full``: everything trains. Groups are selected by name
     (:meth:`arkx.models.ark.ArkModel.parameter_groups`), never by matching parameter names."""
     frozen = set()
     if mode == "head":
         groups = model.parameter_groups()
-        frozen = {name for group in FROZEN_IN_HEAD_MODE for name in groups.get(group, [])}
+        frozen = {name for group in frozen_groups for name in groups.get(group, [])}
     for name, param in model.named_parameters():
         param.requires_grad_(name not in frozen)
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def set_train_mode(model, mode: str) -> None:
-    """Train mode, except a frozen backbone and projector stay in eval mode (no dropout / drop-path,
-    no BatchNorm statistics updates: frozen means their outputs do not change)."""
+    """Train mode, except the frozen parts (``head`` mode: the model's children whose parameters are all
+    frozen, see :func:`trainable_parameters`) stay in eval mode (no dropout / drop-path, no BatchNorm
+    statistics updates: frozen means their outputs do not change)."""
     model.train()
     if mode == "head":
-        model.backbone.eval()
-        model.projector.eval()
+        for child in model.children():
+            parameters = list(child.parameters())
+            if parameters and not any(p.requires_grad for p in parameters):
+                child.eval()
 
 
 def train_one_epoch(model, loader, data, task, optimizer, cfg: FinetuneConfig, image_size: int, epoch: int,
@@ -66,7 +70,7 @@ def train_one_epoch(model, loader, data, task, optimizer, cfg: FinetuneConfig, i
         x = student_view(batch.images.to(device), image_size, params, cfg.augment.border)
         view = warp_batch(batch, params, image_size)  # masks and boxes moved as the image was
         targets = kind.batch_targets(view.to(device), data, label_gen)
-        _, output = model.run_task(x, task)
+        _, output = model.run_task(x, task, targets)  # targets: e.g. the detector's denoising queries
         loss = kind.loss(output, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

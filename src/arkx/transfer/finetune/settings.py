@@ -18,6 +18,9 @@ TASK_CHOICES = ("auto", "classification", "segmentation", "detection")
 METRICS_FILE = "metrics.csv"
 SETTINGS_FILE = "finetune.yaml"
 BEST_FILE = "best.safetensors"
+SHOTS_FILE = "shots.csv"
+#: the task kinds whose pretrained per-dataset head a fine-tuning may keep (``reuse_head``)
+REUSABLE_HEAD_KINDS = ("segmentation", "detection")
 
 
 class FinetuneConfig(BaseModel):
@@ -32,6 +35,13 @@ class FinetuneConfig(BaseModel):
     out: Path
     task: Literal["auto", "classification", "segmentation", "detection"] = "auto"
     mode: Literal["full", "head"] = "full"
+    which: Literal["teacher", "student"] = "teacher"  # the model of a run:/released: init (teacher: the released one)
+    # keep the initial model's segmentation head / detection decoder of the SAME dataset when its labels are the
+    # same (a Foundation X model fine-tuned on a dataset it was pretrained on); classification heads are always new
+    reuse_head: bool = True
+    # few-shot: train on this many labelled training images, drawn with ``seed`` (recorded in SHOTS_FILE);
+    # val and test stay whole
+    shots: int | None = Field(default=None, ge=1)
     features: Literal["projector", "backbone"] = "projector"  # what a new classification head reads
     epochs: int = Field(default=10, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
