@@ -60,8 +60,8 @@ class FoundationXDemoResult:
     report: Path | None = None
 
 
-def run_foundation_x_demo(out: str | Path = "arkx-demo-fx", *, seed: int = 0, n: int = 96, size: int = 96,
-                          rounds: int = 4, baselines: bool = True, progress: bool = True) -> FoundationXDemoResult:
+def run_foundation_x_demo(out: str | Path = "arkx-demo-fx", *, seed: int = 0, n: int = 200, size: int = 96,
+                          rounds: int = 12, baselines: bool = True, progress: bool = True) -> FoundationXDemoResult:
     """Synthesize the four datasets, pretrain X-CLS, then (``baselines``) one single-task model per task."""
     started = time.perf_counter()
     out = Path(out).resolve()

@@ -22,7 +22,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the single-dataset baselines")
     p.add_argument("--foundation-x", action="store_true",
                    help="Foundation X (X-CLS) on synthetic classification, localization and segmentation datasets, "
-                        "next to single-task models (defaults: --n 96 --rounds 4)")
+                        "next to single-task models (defaults: --n 200 --rounds 12)")
 
 
 def _cmd_demo(args) -> int:
@@ -41,7 +41,7 @@ def _foundation_x_demo(args) -> int:
     from ..demo_foundation_x import format_table, run_foundation_x_demo
 
     out = args.out if args.out != Path("arkx-demo") else Path("arkx-demo-fx")
-    result = run_foundation_x_demo(out, seed=args.seed, n=args.n or 96, rounds=args.rounds or 4,
+    result = run_foundation_x_demo(out, seed=args.seed, n=args.n or 200, rounds=args.rounds or 12,
                                    baselines=not args.no_baselines, progress=not args.quiet)
     _print_demo("Test score per task (teacher): Foundation X (X-CLS) vs the same budget on one task of one dataset:",
                 format_table(result.table), result)
