@@ -167,7 +167,7 @@ def _dense_predictions(model, task, data, split: str, image_size: int, batch_siz
     from ..data.loaders import make_loader
     from ..data.transforms import eval_view
     from ..tasks import get_kind
-    from ..transfer.finetune.loop import _to_cpu
+    from .predict import _to_cpu
 
     kind = get_kind(task.kind)
     loader = make_loader(data, split, batch_size, 0, train=False, targets=kind.loader_targets)

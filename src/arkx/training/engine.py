@@ -43,6 +43,7 @@ from . import schedule as sched
 from .callbacks import Callback, default_callbacks
 from .objective import PROJECTION, Objective, Terms
 from .optim import build_optimizer, set_learning_rate
+from .plan import FAMILY_OF_KIND, Phase, geometric, pretraining_tasks  # noqa: F401  (re-exported)
 from .state import load_checkpoint, restore_rng
 from .teacher import make_teacher
 
@@ -91,60 +92,6 @@ class RunSummary:
     @property
     def finished(self) -> bool:
         return self.steps_done >= self.total_steps
-
-
-#: The task family (``training.tasks``; Foundation X's branches) each task kind belongs to.
-FAMILY_OF_KIND = {"multilabel": "classification", "multiclass": "classification", "detection": "localization",
-                  "segmentation": "segmentation"}
-
-
-def pretraining_tasks(datasets: dict[str, PreparedDataset], families: Sequence[str] = ("classification",),
-                      per_dataset: dict[str, Sequence[str]] | None = None) -> dict[str, list[Task]]:
-    """The tasks pretrained on each dataset, in the order its epochs run (classification, localization,
-    segmentation: :meth:`arkx.data.records.Records.tasks` lists them so), named after the dataset's head.
-
-    ``families``: ``training.tasks`` (Ark: classification only); ``per_dataset``: a dataset's own ``tasks``,
-    a subset of them, each of which it must have. A dataset with nothing for ``families`` trains nothing
-    (a warning; the same dataset list serves every Foundation X variant); no task at all is an error."""
-    per_dataset = per_dataset or {}
-    tasks = {}
-    for name, ds in datasets.items():
-        explicit = list(per_dataset.get(name) or [])
-        outside = [f for f in explicit if f not in families]
-        if outside:
-            raise ArkxValueError(f"datasets: {name!r} asks for task families {outside} that training.tasks "
-                                 f"({list(families)}) does not train")
-        wanted = explicit or list(families)
-        chosen = [task for task in ds.tasks() if FAMILY_OF_KIND.get(task.kind) in wanted]
-        has = [f"{FAMILY_OF_KIND.get(t.kind, t.kind)} ({t.kind})" for t in ds.tasks()] or ["no labels"]
-        lacking = [f for f in explicit if f not in {FAMILY_OF_KIND.get(t.kind) for t in chosen}]
-        if lacking:
-            raise ArkxValueError(f"datasets: {name!r} asks for {lacking} but has {', '.join(has)}")
-        if not chosen:
-            if wanted == ["classification"]:
-                raise ArkxValueError(f"dataset {name!r} has no image-level classification labels to pretrain a head on")
-            log.warning("dataset %r has nothing to train for task families %s (it has %s); it is left out of the "
-                        "schedule", name, wanted, ", ".join(has))
-        tasks[name] = chosen
-    if not any(tasks.values()):
-        raise ArkxValueError(f"no dataset has anything to train for task families {list(families)}")
-    return tasks
-
-
-def _geometric(task: Task) -> bool:
-    """Whether ``task``'s targets move with the image (masks, boxes): their batches go through the geometry."""
-    return bool({"masks", "boxes"} & set(get_kind(task.kind).loader_targets))
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One part of a schedule step: ``lock`` (Foundation X: the ``frozen`` groups frozen, on a ``fraction`` of
-    the data) or ``train`` / ``release`` (everything trains, all the data)."""
-
-    name: str
-    fraction: float = 1.0
-    frozen: tuple[str, ...] = ()
-    salt: int = 10  # the sampler seed's salt: a plain or release epoch keeps Ark's
 
 
 class Engine:
@@ -293,7 +240,7 @@ class Engine:
         parameters as the student's view (:func:`arkx.data.geometry.warp_batch`), on the device."""
         task = task or self.tasks[name][0]
         data = self.datasets[name]
-        if _geometric(task):
+        if geometric(task):
             on_device = batch.to(self.device, non_blocking=True)
             params = sample_augment_params(on_device.images.shape[0], self.cfg.augment, aug_gen)
             x_student, x_teacher = self._views(on_device.images, aug_gen, params)

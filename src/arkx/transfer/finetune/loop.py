@@ -83,39 +83,16 @@ def train_one_epoch(model, loader, data, task, optimizer, cfg: FinetuneConfig, i
 def evaluate(model, loader, data, image_size: int, device: torch.device, task=None):
     """The task's score of ``model`` on one split (``.mean``, ``.metric``, ``.as_dict()``): AUC per label,
     Dice per structure or mAP per class. ``task`` defaults to the dataset's classification task."""
-    from ...data.geometry import resize_batch
-    from ...data.transforms import eval_view
+    from ...evaluation.predict import score_task
 
     task = task if task is not None else _classification_task(data)
-    kind = get_kind(task.kind)
-    was_training = model.training
-    model.eval()
-    predictions, targets = [], []
-    try:
-        for batch in loader:
-            x = eval_view(batch.images.to(device), image_size)
-            _, output = model.run_task(x, task)
-            predictions.append(_to_cpu(kind.predict(output)))
-            targets.append(kind.eval_targets(resize_batch(batch, image_size)))
-    finally:
-        model.train(was_training)
-    return kind.score(predictions, targets, task)
+    return score_task(model, loader, task, device, image_size)
 
 
 def _classification_task(data):
     from ...tasks import Task
 
     return Task(data.name, data.task.kind, tuple(data.task.label_names))
-
-
-def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value
 
 
 def is_better(value: float, best: float | None) -> bool:
