@@ -65,9 +65,9 @@ def tiny_datasets():
     return out
 
 
-def tiny_model(heads, seed: int = 0) -> ArkModel:
+def tiny_model(heads, seed: int = 0, **backbone_options) -> ArkModel:
     torch.manual_seed(seed)
-    backbone = create_backbone("swin_tiny_patch4_window7_224", **TINY_SWIN)
+    backbone = create_backbone("swin_tiny_patch4_window7_224", **{**TINY_SWIN, **backbone_options})
     return ArkModel(backbone, heads, projector="linear", projector_dim=24)
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -50,6 +51,7 @@ from .training.preflight import (
     _make_folder,
     _warn_degenerate_labels,
 )
+from .training.distributed import SINGLE, Distributed, from_environment, rank_zero_first
 from .training.runfolder import RunLock, run_log
 from .training.state import LAST, load_checkpoint, space_checked
 
@@ -141,15 +143,23 @@ def pretrain(config: ArkConfig | str | Path | dict, *, overrides: list[str] | No
     start_from = None
     if cfg.model.init_from is not None and not resume and not (out / "checkpoints" / LAST).exists():
         start_from = _initial_weights(cfg, records)
-    _make_folder(out, "run.out")
-    with RunLock(out), run_log(out):
-        return _pretrain_locked(cfg, records, out, resume, progress, stop_after_steps, accept_data_change,
-                                start_from)
+    # torchrun: this process is one rank of a job (rank 0 owns the run folder, see arkx.training.distributed)
+    job = from_environment(cfg.run.device)
+    try:
+        with rank_zero_first(job):
+            if job.is_main:
+                _make_folder(out, "run.out")
+        with (RunLock(out) if job.is_main else contextlib.nullcontext()), \
+                (run_log(out) if job.is_main else contextlib.nullcontext()):
+            return _pretrain_locked(cfg, records, out, resume, progress, stop_after_steps, accept_data_change,
+                                    start_from, job)
+    finally:
+        job.close()
 
 
 def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, resume: bool, progress: bool,
                      stop_after_steps: int | None, accept_data_change: bool,
-                     start_from: dict[str, ArkModel] | None = None) -> RunSummary:
+                     start_from: dict[str, ArkModel] | None = None, job: Distributed = SINGLE) -> RunSummary:
     last = out / "checkpoints" / LAST
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run (checkpoints/{LAST}); resume it with `arkx pretrain --resume "
@@ -157,7 +167,8 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
     if resume and not last.exists():
         raise ArkxFileNotFoundError(f"nothing to resume in {out}: no checkpoints/{LAST}")
     previous = load_checkpoint(last, mmap=True)["extra"] if resume else {}
-    _write_resolved_config(cfg, out, resume)
+    if job.is_main:
+        _write_resolved_config(cfg, out, resume)
     if resume:
         _check_config_unchanged(previous, cfg, out)
         done = _finished_before(previous, last, cfg, out)
@@ -170,32 +181,46 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
         _check_heads_unchanged(previous, records, out)
     _configure_determinism(cfg)
     cache_root = cfg.data.cache_dir or out / "cache"
-    _make_folder(cache_root, "data.cache_dir")
     classifies = "classification" in cfg.training.tasks
     try:
-        datasets = {d.head_name: prepare_dataset(d, cfg.data, cache_root, cfg.run.seed, progress=progress,
-                                                 records=records[d.head_name],
-                                                 require_labels=classifies and "classification" in (d.tasks or ["classification"]))
-                    for d in cfg.datasets}
+        with rank_zero_first(job):  # rank 0 decodes the images; the others then open the prepared cache
+            _make_folder(cache_root, "data.cache_dir")
+            datasets = {d.head_name: prepare_dataset(d, cfg.data, cache_root, cfg.run.seed,
+                                                     progress=progress and job.is_main, records=records[d.head_name],
+                                                     require_labels=classifies and "classification" in (d.tasks or ["classification"]))
+                        for d in cfg.datasets}
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted while preparing the image cache; run the same command again to "
                              "continue (images decoded so far are kept)") from None
     _check_trainable(datasets)
-    _warn_degenerate_labels(datasets, cfg)
-    with space_checked(out / "datasets.json"):
-        write_datasets_file(out, identities, {name: dict(cache_folder=str(ds.images.folder))
-                                              for name, ds in datasets.items()
-                                              if getattr(ds.images, "folder", None) is not None})
+    if job.is_main:
+        _warn_degenerate_labels(datasets, cfg)
+        _write_datasets_record(out, identities, datasets)
     tasks = pretraining_tasks(datasets, cfg.training.tasks, {d.head_name: d.tasks for d in cfg.datasets if d.tasks})
     torch.manual_seed(cfg.run.seed)  # the model's initialisation is part of the run's identity
     student = build_model(cfg.model, [task for per in tasks.values() for task in per],
                           branch_options=cfg.model.branch_options or None)
-    engine = Engine(cfg, datasets, student, out, progress=progress)
+    engine = Engine(cfg, datasets, student, out, progress=progress, dist=job)
+    return _train(engine, cfg, out, resume, previous, identities, stop_after_steps, start_from)
+
+
+def _write_datasets_record(out: Path, identities: dict, datasets: dict) -> None:
+    with space_checked(out / "datasets.json"):
+        write_datasets_file(out, identities, {name: dict(cache_folder=str(ds.images.folder))
+                                              for name, ds in datasets.items()
+                                              if getattr(ds.images, "folder", None) is not None})
+
+
+def _train(engine: Engine, cfg: ArkConfig, out: Path, resume: bool, previous: dict, identities: dict,
+           stop_after_steps: int | None, start_from: dict[str, ArkModel] | None) -> RunSummary:
+    """Restore or initialise the engine's weights, run it, export the finished models (rank 0)."""
+    last = out / "checkpoints" / LAST
     start = engine.restore(out / "checkpoints") if resume else 0
     if start_from is not None:  # step 0 of a new run only: a resume restores its own checkpoint instead
         _apply_initial_weights(engine, start_from, cfg.model.init_from)
-    log.info("%s %s at step %d of %d (datasets: %s)", "resuming" if resume else "starting", out, start,
-             len(engine.schedule), ", ".join(f"{n} {len(ds.records)} images" for n, ds in datasets.items()))
+    log.info("%s %s at step %d of %d (datasets: %s)%s", "resuming" if resume else "starting", out, start,
+             len(engine.schedule), ", ".join(f"{n} {len(ds.records)} images" for n, ds in engine.datasets.items()),
+             f"; {engine.dist.world_size} processes" if engine.dist.enabled else "")
     prior_seconds = float(previous.get("train_seconds", 0.0))
     record = dict(config=config_identity(cfg), datasets=identities)
     started = time.perf_counter()
@@ -210,6 +235,8 @@ def _pretrain_locked(cfg: ArkConfig, records: dict[str, Records], out: Path, res
     summary.train_seconds += prior_seconds
     log.info("%s at step %d of %d; training time so far %.1f s", "finished" if summary.finished else "stopped",
              summary.steps_done, summary.total_steps, summary.train_seconds)
+    if not engine.dist.is_main:
+        return summary
     if summary.finished:
         export_model(engine.teacher, cfg, out / "teacher.safetensors")
         export_model(engine.student, cfg, out / "student.safetensors")

@@ -5,6 +5,7 @@ Each command is an ``_add_*`` function that declares its subparser and a ``_cmd_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ._common import _examples
@@ -88,6 +89,8 @@ def _cmd_pretrain(args) -> int:
         if args.accept_data_change:
             raise ArkxValueError("--accept-data-change applies to --resume only")
         summary = api.pretrain(config, overrides=overrides, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # torchrun: rank 0 prints the job's results
     print(f"steps {summary.steps_done}/{summary.total_steps}, {summary.images_seen} images in "
           f"{summary.train_seconds:.1f} s; run folder {summary.out}")
     for model, per in summary.final.items():

@@ -23,6 +23,7 @@ from ..errors import ArkxValueError
 from .adapters import default_uncertain, read_dataset
 from .batch import collate
 from .records import Records
+from .sharding import ShardedBatches, shard_indices
 
 log = logging.getLogger("arkx.data")
 
@@ -193,22 +194,31 @@ def prepare_dataset(ds_cfg, data_cfg, cache_root: Path, seed: int = 0, progress:
 
 def make_loader(dataset: PreparedDataset, split: str, batch_size: int, workers: int, *, train: bool,
                 max_batches: int | None = None, pin_memory: bool = False,
-                targets: tuple[str, ...] = ("labels",)) -> DataLoader:
+                targets: tuple[str, ...] = ("labels",), shard: tuple[int, int] | None = None) -> DataLoader:
     """A loader over one split. Train loaders shuffle with a :class:`SeededShuffle` and drop a last
     partial batch (unless the split is smaller than one batch); eval loaders keep order and all rows.
 
     ``targets``: which of :data:`TARGETS` the batches carry (default: the labels only, as Ark trains);
-    ``masks`` and ``boxes`` come from the cache, at its resolution."""
+    ``masks`` and ``boxes`` come from the cache, at its resolution.
+
+    ``shard=(rank, world_size)`` (a multi-process job, :mod:`arkx.data.sharding`): a train loader yields this
+    rank's slice of every global batch of ``batch_size``; an eval loader reads this rank's contiguous part of
+    the split (possibly empty: then ``None`` is returned)."""
     targets = _check_targets(targets)
     missing = [t for t in targets if t != "labels" and not _cache_has(dataset.images, t)]
     if missing:
         raise ArkxValueError(f"dataset {dataset.name!r} has no {' or '.join(missing)} in its prepared cache "
                              f"({getattr(dataset.images, 'folder', '?')}); its tasks: "
                              f"{[t.kind for t in dataset.tasks()]}")
-    data = CachedImages(dataset.images, dataset.records.labels, dataset.indices(split), targets,
-                        masks_exhaustive=dataset.records.masks_exhaustive)
-    if len(data) == 0:
+    indices = dataset.indices(split)
+    if len(indices) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no usable images in split {split!r}")
+    if shard is not None and not train:
+        indices = shard_indices(indices, *shard)
+        if len(indices) == 0:
+            return None
+    data = CachedImages(dataset.images, dataset.records.labels, indices, targets,
+                        masks_exhaustive=dataset.records.masks_exhaustive)
     # Workers live for one pass over the loader (one dataset epoch), never longer: a schedule visits its
     # datasets one at a time, so one pool of ``workers`` processes is alive at any moment instead of one idle
     # pool per dataset (Ark-6 with 8 workers kept 48 processes and their prefetched batches). Starting a pool
@@ -222,4 +232,13 @@ def make_loader(dataset: PreparedDataset, split: str, batch_size: int, workers: 
     drop_last = len(data) >= batch_size
     limit = max_batches * batch_size if max_batches else None
     sampler = SeededShuffle(len(data), limit)
+    if shard is not None:
+        kwargs.pop("batch_size")
+        return DataLoader(data, batch_sampler=ShardedBatches(sampler, batch_size, drop_last, *shard), **kwargs)
     return DataLoader(data, sampler=sampler, drop_last=drop_last, **kwargs)
+
+
+def shuffle_of(loader: DataLoader) -> SeededShuffle:
+    """The seeded sampler of a train loader (also under a multi-process job's :class:`ShardedBatches`)."""
+    batches = loader.batch_sampler
+    return batches.sampler if isinstance(batches, ShardedBatches) else loader.sampler

@@ -36,12 +36,22 @@ def predict_head(model, loader, head: str, kind: str, device: torch.device, imag
     return np.concatenate(scores), np.concatenate(targets), np.concatenate(rows)
 
 
-@torch.no_grad()
 def score_task(model, loader, task, device: torch.device, image_size: int,
                autocast=contextlib.nullcontext, channels_last: bool = False):
-    """The score of ``task`` (any kind) of ``model`` over an eval loader, batch by batch: each batch's
-    predictions (the kind's ``predict``, on the CPU) and targets (``eval_targets`` of the batch resized to the
-    evaluation view's grid) are collected and scored once by the kind (AUC, mAP40, Dice)."""
+    """The score of ``task`` (any kind) of ``model`` over an eval loader: :func:`predict_task`'s predictions
+    and targets, scored once by the kind (AUC, mAP40, Dice)."""
+    from ..tasks import get_kind
+
+    predictions, targets = predict_task(model, loader, task, device, image_size, autocast, channels_last)
+    return get_kind(task.kind).score(predictions, targets, task)
+
+
+@torch.no_grad()
+def predict_task(model, loader, task, device: torch.device, image_size: int,
+                 autocast=contextlib.nullcontext, channels_last: bool = False) -> tuple[list, list]:
+    """``(predictions, targets)`` of ``task`` over an eval loader, one entry per batch: the kind's ``predict``
+    (on the CPU) and ``eval_targets`` of the batch resized to the evaluation view's grid (what the kind's
+    ``score`` takes; lists from several loaders, e.g. the ranks of a job, concatenate)."""
     from ..data.geometry import resize_batch
     from ..tasks import get_kind
 
@@ -60,7 +70,7 @@ def score_task(model, loader, task, device: torch.device, image_size: int,
             targets.append(kind.eval_targets(resize_batch(batch, image_size)))
     finally:
         model.train(was_training)
-    return kind.score(predictions, targets, task)
+    return predictions, targets
 
 
 def _to_cpu(value):

@@ -143,6 +143,22 @@ class MetricsLog:
             self.writer.close()
 
 
+class NullMetrics:
+    """The metrics log of a rank other than 0 in a multi-process job: the same calls, nothing written (rank 0
+    writes the one ``metrics.csv``)."""
+
+    def add_auc(self, **_) -> None:
+        pass
+
+    add_score = add_auc
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _mean_note(result) -> str:
     """Which labels the mean leaves out (empty when it averages all of them)."""
     excluded = result.excluded()

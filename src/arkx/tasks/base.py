@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from torch import nn
 
 #: The kinds arkx ships, and the module that registers each (imported on first use).
@@ -121,6 +122,12 @@ class TaskKind(ABC):
     @abstractmethod
     def loss(self, output: Any, targets: Any) -> Any:
         """The scalar loss of a head output against :meth:`batch_targets`."""
+
+    def loss_count(self, targets: Any) -> torch.Tensor | None:
+        """How many units :meth:`loss` averages over in ``targets`` (a 0-d tensor), or None when it is a mean
+        over images. A multi-process job weights each rank's loss by its share of the global count, so the
+        gradient is the one of the global batch (:mod:`arkx.training.distributed`)."""
+        return None
 
     @abstractmethod
     def predict(self, output: Any) -> Any:

@@ -64,6 +64,9 @@ class MultilabelKind(_Classification):
 
         return masked_bce(output, targets)
 
+    def loss_count(self, targets: torch.Tensor) -> torch.Tensor:
+        return (~torch.isnan(targets)).sum()  # masked_bce's mean runs over the labelled entries
+
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output.float())
 
@@ -75,6 +78,9 @@ class MulticlassKind(_Classification):
         from ..training.losses import masked_cross_entropy
 
         return masked_cross_entropy(output, targets)
+
+    def loss_count(self, targets: torch.Tensor) -> torch.Tensor:
+        return (~torch.isnan(targets).any(dim=1)).sum()  # masked_cross_entropy's mean runs over labelled rows
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return torch.softmax(output.float(), dim=1)

@@ -82,6 +82,9 @@ class SegmentationKind(TaskKind):
         masks, present = targets
         return segmentation_loss(output, masks, present)
 
+    def loss_count(self, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return targets[1].sum()  # the losses are means over the annotated (image, structure) pairs
+
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         """Per-structure probabilities (sigmoid), detached."""
         return torch.sigmoid(output.detach().float())

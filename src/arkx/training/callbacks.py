@@ -107,6 +107,8 @@ class Checkpoint(Callback):
         self.extra = extra
 
     def on_step_end(self, engine: Engine, step: Step, loss: float) -> None:
+        if not engine.dist.is_main:  # a multi-process job: every rank holds the same state; rank 0 writes it
+            return
         save_checkpoint(engine.out / "checkpoints", step_done=step.index + 1, student=engine.student,
                         teacher=engine.teacher, optimizer=engine.optimizer,
                         keep_history=engine.cfg.checkpoint.keep_history,

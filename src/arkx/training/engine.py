@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,27 +30,33 @@ from torch.utils.data import DataLoader
 from ..config import ArkConfig, Precision
 from ..data.batch import Batch
 from ..data.geometry import warp_batch
-from ..data.loaders import PreparedDataset, make_loader
+from ..data.loaders import PreparedDataset, make_loader, shuffle_of
+from ..data.sharding import slice_bounds, slice_weight
 from ..data.transforms import eval_view, sample_augment_params, student_view, to_unit
-from ..errors import ArkxRuntimeError, ArkxValueError
-from ..evaluation.metrics import task_auc
-from ..evaluation.predict import predict_head, score_task
-from ..evaluation.reports import MetricsLog
+from ..errors import ArkxValueError
+from ..evaluation.reports import MetricsLog, NullMetrics
 from ..models.ark import ArkModel
 from ..tasks import Task, get_kind
 from . import schedule as sched
 from .callbacks import Callback, default_callbacks
+from .distributed import (
+    SINGLE,
+    Distributed,
+    all_mean,
+    all_sum,
+    broadcast_buffers,
+    check_in_sync,
+    wrap_student,
+)
+from .nonfinite import NonFiniteGuard, NonFiniteLoss  # noqa: F401  (NonFiniteLoss re-exported)
 from .objective import PROJECTION, Objective, Terms
 from .optim import build_optimizer, set_learning_rate
 from .plan import FAMILY_OF_KIND, Phase, geometric, pretraining_tasks  # noqa: F401  (re-exported)
 from .state import load_checkpoint, restore_rng
+from .task_evaluation import TaskEvaluation
 from .teacher import make_teacher
 
 log = logging.getLogger("arkx.training")
-
-
-class NonFiniteLoss(ArkxRuntimeError):
-    """The loss became NaN/Inf; the message names the dataset, step and image ids of the batch."""
 
 
 def derive_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -94,22 +99,26 @@ class RunSummary:
         return self.steps_done >= self.total_steps
 
 
-class Engine:
+class Engine(NonFiniteGuard, TaskEvaluation):
     """Pretraining of ``student`` (and its EMA teacher) on ``datasets`` as ``cfg`` says, into the run folder ``out``."""
 
     def __init__(self, cfg: ArkConfig, datasets: dict[str, PreparedDataset], student: ArkModel, out: Path,
-                 progress: bool = True):
+                 progress: bool = True, dist: Distributed = SINGLE):
         self.cfg = cfg
         self.datasets = datasets
         self.out = Path(out)
-        self.progress = progress
-        self.device = resolve_device(cfg.run.device)
+        self.dist = dist  # this process's place in a torchrun job (a job of one by default)
+        self.progress = progress and dist.is_main
+        self.device = dist.device(cfg.run.device) or resolve_device(cfg.run.device)
         t = cfg.training
         self.tasks = pretraining_tasks(datasets, t.tasks, {d.head_name: d.tasks for d in cfg.datasets if d.tasks})
         self._check_heads(student)
         self.student = student.to(self.device)
         if t.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
+        # DDP (a multi-process job): built before the teacher copies the student, so the teacher starts from
+        # the weights DDP broadcast from rank 0
+        self.ddp = wrap_student(self.student, self._student_part, self.device) if dist.enabled else None
         self.teacher = make_teacher(self.student)
         self.optimizer = build_optimizer(self.student, t, fused=self.device.type == "cuda")
         self.autocast = autocast_for(t.amp, self.device)
@@ -156,8 +165,13 @@ class Engine:
             d, t = self.cfg.data, self.cfg.training
             self.train_loaders[key] = make_loader(self.datasets[name], "train", d.batch_size, d.workers, train=True,
                                                   max_batches=t.max_iters_per_epoch,
-                                                  pin_memory=self.device.type == "cuda", targets=targets)
+                                                  pin_memory=self.device.type == "cuda", targets=targets,
+                                                  shard=self._shard)
         return self.train_loaders[key]
+
+    @property
+    def _shard(self) -> tuple[int, int] | None:
+        return (self.dist.rank, self.dist.world_size) if self.dist.enabled else None
 
     # ------------------------------------------------------------------ resume
     def restore(self, checkpoint_dir: Path) -> int:
@@ -215,34 +229,66 @@ class Engine:
         (the head, given the loss ``targets``, e.g. for the detector's denoising queries, and the sites that
         apply to ``task`` read one pass)."""
         objective = self.objective
-        if task.is_classification and objective.projection_only:
-            z_student, output = self._student_forward(x_student, task.name)
-            student_sites = {PROJECTION: z_student} if objective.sites else {}
-            with torch.no_grad():
-                teacher_sites = {PROJECTION: self.teacher.embed(x_teacher)} if objective.sites else {}
-            return output, student_sites, teacher_sites
-        features, output = self.student.run_task(x_student, task, targets=targets)
-        student_sites = objective.read_sites(self.student, features, task)
+        if self.ddp is not None:
+            output, student_sites = self.ddp(task, x_student, targets)
+        else:
+            output, student_sites = self._student_part(task, x_student, targets)
         teacher_sites = {}
         if student_sites:
             with torch.no_grad():
-                teacher_features = self.teacher.forward_features(x_teacher, pyramid=objective.needs_pyramid(task))
-                teacher_sites = objective.read_sites(self.teacher, teacher_features, task)
+                if task.is_classification and objective.projection_only:
+                    teacher_sites = {PROJECTION: self.teacher.embed(x_teacher)}
+                else:
+                    teacher_features = self.teacher.forward_features(x_teacher, pyramid=objective.needs_pyramid(task))
+                    teacher_sites = objective.read_sites(self.teacher, teacher_features, task)
         return output, student_sites, teacher_sites
 
+    def _student_part(self, task: Task, x_student: torch.Tensor, targets: Any = None
+                      ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The student's pass of one batch: the head's output and the features at the objective's sites (all
+        that has a gradient: under DDP this is the wrapped module's forward)."""
+        objective = self.objective
+        if task.is_classification and objective.projection_only:
+            z_student, output = self._student_forward(x_student, task.name)
+            return output, ({PROJECTION: z_student} if objective.sites else {})
+        features, output = self.student.run_task(x_student, task, targets=targets)
+        return output, objective.read_sites(self.student, features, task)
+
+    def _augment_params(self, n: int, aug_gen: torch.Generator, share: tuple[int, int, int] | None
+                        ) -> dict[str, torch.Tensor] | None:
+        """The augmentation of a batch of ``n`` images; in a multi-process job (``share``: the global batch's size
+        and this rank's ``[start, stop)``) drawn for the whole global batch, this rank keeping its rows, so the
+        images get the parameters one process would give them. ``None`` (one process): drawn by ``_views``."""
+        if share is None:
+            return None
+        total, start, stop = share
+        params = sample_augment_params(total, self.cfg.augment, aug_gen)
+        return {key: value[start:stop] for key, value in params.items()}
+
+    def _share(self, loader: DataLoader, position: int) -> tuple[int, int, int] | None:
+        """``(global batch size, start, stop)`` of this rank's slice of global batch ``position`` (None: one process)."""
+        if self.ddp is None:
+            return None
+        total = loader.batch_sampler.global_size(position)
+        return (total, *slice_bounds(total, self.dist.world_size, self.dist.rank))
+
     def _batch_loss(self, name: str, batch: Batch, step: sched.Step, aug_gen: torch.Generator,
-                    label_gen: torch.Generator, weights: dict[str, float], task: Task | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    label_gen: torch.Generator, weights: dict[str, float], task: Task | None = None,
+                    share: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective's loss of one batch of dataset ``name`` for the step's ``task`` (default: the dataset's
         first pretraining task), on the device, and the batch's record rows.
 
         A task whose targets move with the image (masks, boxes) has them warped by the same augmentation
-        parameters as the student's view (:func:`arkx.data.geometry.warp_batch`), on the device."""
+        parameters as the student's view (:func:`arkx.data.geometry.warp_batch`), on the device. ``share``
+        (a multi-process job): see :meth:`_augment_params`; the loss is weighted by the slice's share of the
+        global batch (:func:`arkx.data.sharding.slice_weight`)."""
         task = task or self.tasks[name][0]
         data = self.datasets[name]
+        params = self._augment_params(batch.images.shape[0], aug_gen, share)
         if geometric(task):
             on_device = batch.to(self.device, non_blocking=True)
-            params = sample_augment_params(on_device.images.shape[0], self.cfg.augment, aug_gen)
+            if params is None:
+                params = sample_augment_params(on_device.images.shape[0], self.cfg.augment, aug_gen)
             x_student, x_teacher = self._views(on_device.images, aug_gen, params)
             view = warp_batch(on_device, params, self.cfg.data.image_size)
             targets = self.objective.targets(task, view, data, label_gen)
@@ -251,52 +297,28 @@ class Engine:
             targets = self.objective.targets(task, batch, data, label_gen)
             images = batch.images.to(self.device, non_blocking=True)
             targets = _to_device(targets, self.device)
-            x_student, x_teacher = self._views(images, aug_gen)
+            x_student, x_teacher = self._views(images, aug_gen, params)
         with self.autocast():
             output, student_sites, teacher_sites = self._forward(task, x_student, x_teacher, targets)
             terms: Terms = self.objective.terms(task, output, targets, student_sites, teacher_sites)
+        if share is not None:
+            terms = self._weighted_for_job(task, terms, targets, share)
         return self.objective.combine(terms, weights), batch.rows
 
-    def _nonfinite_message(self, value: float, step: sched.Step, batches: list[tuple[str, torch.Tensor]]) -> str:
-        ids = []
-        for name, rows in batches:
-            frame = self.datasets[name].records.images
-            ids += [f"{name}:{frame['image_id'].iloc[int(r)]}" for r in rows[:8]]
-        return (f"non-finite loss ({value}) at step {step.index} (round {step.round}, "
-                f"dataset {step.dataset}); batch images: {', '.join(ids)}")
-
-    def _skip_if_nonfinite(self, loss: torch.Tensor, step: sched.Step, batches: list[tuple[str, torch.Tensor]]) -> bool:
-        """``on_nonfinite_loss=skip``: True (and a warning) when this iteration's loss is not finite.
-
-        Whether to step must be known before the optimizer step, so this mode reads the loss back
-        to the host at every iteration (one sync per iteration); ``stop`` mode does not, see
-        :meth:`_read_back`.
-        """
-        if torch.isfinite(loss).item():
-            return False
-        log.warning("%s; step skipped", self._nonfinite_message(loss.item(), step, batches))
-        self.skipped_steps += 1
-        return True
-
-    def _read_back(self, window: list[tuple[torch.Tensor, list]], step: sched.Step) -> None:
-        """Bring the losses of the iterations since the last read-back to the host, in one transfer.
-
-        Losses stay on the device between read-backs (every ``training.log_every`` iterations and at
-        the end of the step), so the GPU is never stalled per iteration. A non-finite loss raises
-        :class:`NonFiniteLoss` naming the first bad iteration's batch: ``window`` keeps each
-        iteration's image rows for that. The weights in memory may already be damaged then; the
-        checkpoint on disk (written after the previous step) is not.
-        """
-        if not window:
-            return
-        values = torch.stack([loss for loss, _ in window]).float().tolist()
-        for value, (_, batches) in zip(values, window):
-            if not math.isfinite(value):
-                raise NonFiniteLoss(self._nonfinite_message(value, step, batches) + ". The last checkpoint is "
-                                    "intact; lower the learning rate or set training.on_nonfinite_loss=skip.")
-        log.debug("step %d (%s): mean loss %.5f over the last %d iterations", step.index, step.dataset,
-                  sum(values) / len(values), len(values))
-        window.clear()
+    def _weighted_for_job(self, task: Task, terms: Terms, targets: Any, share: tuple[int, int, int]) -> Terms:
+        """Each term weighted by this rank's share of what it averages over in the global batch, so that DDP's
+        mean of the ranks' gradients is the gradient of the global batch's loss: the images for the consistency
+        terms, the kind's :meth:`~arkx.tasks.TaskKind.loss_count` (labelled entries, annotated structures) for
+        the task term (summed over ranks: one small collective per iteration, no host sync)."""
+        world = self.dist.world_size
+        per_image = slice_weight(share[2] - share[1], share[0], world)
+        count = get_kind(task.kind).loss_count(targets)
+        if count is None:
+            task_weight = per_image
+        else:
+            count = count.float().reshape(())
+            task_weight = world * count.clamp(min=1) / all_sum(count, self.dist).clamp(min=1)
+        return Terms(terms.task * task_weight, {name: term * per_image for name, term in terms.consistency.items()})
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         t = self.cfg.training
@@ -334,7 +356,7 @@ class Engine:
     def _seed_samplers(self, step: sched.Step, loaders: list[DataLoader], phase: Phase) -> int:
         """Seed each part's sampler for ``phase`` of ``step``; returns the phase's number of iterations."""
         for k, loader in enumerate(loaders):
-            loader.sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, phase.salt + k), phase.fraction)
+            shuffle_of(loader).set_seed(derive_seed(self.cfg.run.seed, step.index, phase.salt + k), phase.fraction)
         return max(self._iterations(loader) for loader in loaders)
 
     @contextlib.contextmanager
@@ -361,9 +383,10 @@ class Engine:
         """Train one schedule step (all its phases); returns the mean loss over its iterations."""
         t = self.cfg.training
         seed = derive_seed(self.cfg.run.seed, step.index)
-        torch.manual_seed(seed)  # dropout / drop-path inside the backbone
+        # dropout / drop-path inside the backbone: one stream per rank (rank 0's is a single process's)
+        torch.manual_seed(seed if self.dist.rank == 0 else derive_seed(seed, self.dist.rank, 40))
         aug_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 1))
-        label_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 2))
+        label_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 2 + 1000 * self.dist.rank))
         loaders = [self.train_loader(name, task) for name, task in step.parts]
         phases = self.phases(step)
         lengths = [self._seed_samplers(step, loaders, phase) for phase in phases]
@@ -380,6 +403,7 @@ class Engine:
             self._seed_samplers(step, loaders, phase)
             iterators = [iter(loader) for loader in loaders]
             restarts = [0] * len(loaders)
+            positions = [0] * len(loaders)  # global batches drawn from each part's current pass
             with self._phase(phase):
                 for _ in range(length):
                     it = done
@@ -391,11 +415,12 @@ class Engine:
                     loss = torch.zeros((), device=self.device)
                     batches = []
                     for k, (name, task) in enumerate(step.parts):
-                        batch = self._next_batch(k, loaders, iterators, restarts, step)
-                        part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weights, task)
+                        batch = self._next_batch(k, loaders, iterators, restarts, step, positions)
+                        share = self._share(loaders[k], positions[k] - 1)
+                        part, rows = self._batch_loss(name, batch, step, aug_gen, label_gen, weights, task, share)
                         loss = loss + part
                         batches.append((name, rows))
-                        self.images_seen += int(rows.shape[0])
+                        self.images_seen += share[0] if share else int(rows.shape[0])  # the job's images
                     if t.on_nonfinite_loss == "skip" and self._skip_if_nonfinite(loss, step, batches):
                         continue
                     self._optimizer_step(loss)
@@ -407,58 +432,23 @@ class Engine:
                     if on_iteration is not None:
                         on_iteration(it + 1, iterations, total, counted)
         self._read_back(window, step)
-        return float(total.item() / max(counted, 1))
+        # the student's BatchNorm statistics follow each rank's slice: rank 0's go everywhere before the EMA
+        broadcast_buffers(self.student, self.dist)
+        return float(all_mean(total, self.dist).item() / max(counted, 1))
 
     def _next_batch(self, k: int, loaders: list[DataLoader], iterators: list[Any], restarts: list[int],
-                    step: sched.Step) -> Batch:
+                    step: sched.Step, positions: list[int]) -> Batch:
         """Next batch of part ``k``; in concurrent mode a shorter dataset starts a fresh pass."""
         try:
-            return next(iterators[k])
+            batch = next(iterators[k])
         except StopIteration:
             restarts[k] += 1
-            loaders[k].sampler.set_seed(derive_seed(self.cfg.run.seed, step.index, 100 + 1000 * restarts[k]))
+            shuffle_of(loaders[k]).set_seed(derive_seed(self.cfg.run.seed, step.index, 100 + 1000 * restarts[k]))
             iterators[k] = iter(loaders[k])
-            return next(iterators[k])
-
-    # ------------------------------------------------------------------ evaluation
-    def _eval_loader(self, name: str, split: str, task: Task | None = None) -> DataLoader:
-        targets = tuple(get_kind(task.kind).loader_targets) if task is not None else ("labels",)
-        key = (name, split, targets)
-        if key not in self.eval_loaders:
-            d = self.cfg.data
-            self.eval_loaders[key] = make_loader(self.datasets[name], split, d.eval_batch_size, d.workers,
-                                                 train=False, pin_memory=self.device.type == "cuda", targets=targets)
-        return self.eval_loaders[key]
-
-    def evaluate_tasks(self, split: str, models: list[str]) -> list[tuple[str, str, Task, Any]]:
-        """``(model, dataset, task, score)`` for every pretraining task of every dataset on one split, whichever
-        task the last step trained (Foundation X's focused and unfocused curves): AUC for classification
-        (:class:`~arkx.evaluation.metrics.AucResult`), mAP40 and Dice for the others (:class:`~arkx.tasks.TaskScore`)."""
-        size, autocast, channels_last = self.cfg.data.image_size, self.autocast, self.cfg.training.channels_last
-        results = []
-        for model_name in models:
-            model = self.student if model_name == "student" else self.teacher
-            for name, ds in self.datasets.items():
-                if len(ds.indices(split)) == 0:
-                    continue
-                for task in self.tasks[name]:
-                    loader = self._eval_loader(name, split, task)
-                    if task.is_classification:
-                        scores, targets, _ = predict_head(model, loader, name, task.kind, self.device, size, autocast,
-                                                          channels_last)
-                        result = task_auc(task.kind, scores, targets, task.label_names)
-                    else:
-                        result = score_task(model, loader, task, self.device, size, autocast, channels_last)
-                    results.append((model_name, name, task, result))
-        return results
-
-    def evaluate(self, split: str, models: list[str]) -> dict[str, dict[str, Any]]:
-        """``{model: {dataset: AucResult}}`` of the classification tasks on one split of every dataset."""
-        results: dict[str, dict[str, Any]] = {m: {} for m in models}
-        for model_name, name, task, result in self.evaluate_tasks(split, models):
-            if task.is_classification:
-                results[model_name][name] = result
-        return results
+            positions[k] = 0
+            batch = next(iterators[k])
+        positions[k] += 1
+        return batch
 
     # ------------------------------------------------------------------ the run
     def run(self, start_step: int = 0, stop_after_steps: int | None = None,
@@ -470,7 +460,8 @@ class Engine:
         checkpoint, in that order); ``checkpoint_extra``: a zero-argument callable whose dict is added to every
         checkpoint's ``extra`` (the caller's record of the run: data, config, time)."""
         callbacks = list(callbacks) if callbacks is not None else default_callbacks(checkpoint_extra)
-        self.metrics = MetricsLog(self.out, start_step=start_step)
+        # one writer: rank 0 of a multi-process job logs (every rank evaluates: the scores are gathered)
+        self.metrics = MetricsLog(self.out, start_step=start_step) if self.dist.is_main else NullMetrics()
         summary = RunSummary(out=self.out, steps_done=start_step, total_steps=len(self.schedule),
                              skipped_images={n: len(d.skipped) for n, d in self.datasets.items()})
         remaining = self.schedule[start_step:]
@@ -483,6 +474,7 @@ class Engine:
                     label = f"round {step.round + 1}/{self.cfg.training.rounds} · {step.dataset}"
                     bar.describe(label)
                     loss = self.train_step(step)
+                    check_in_sync({"student": self.student, "teacher": self.teacher}, self.dist, f"step {step.index}")
                     for callback in callbacks:
                         callback.on_step_end(self, step, loss)
                     summary.steps_done = step.index + 1
