@@ -133,11 +133,12 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
-def test_two_processes_train_the_weights_of_one(tmp_path):
+@pytest.mark.parametrize("mode", ["cyclic", "concurrent"])
+def test_two_processes_train_the_weights_of_one(tmp_path, mode):
     """A global batch of 7 split 4 + 3 over two ranks: the same weights as one process within 5e-5 (float
     reduction order), identical on both ranks, the same evaluation, one metrics file."""
-    ranks = _two_processes(tmp_path / "ddp")
-    single = _train(_cfg(tmp_path / "single"))
+    ranks = _two_processes(tmp_path / "ddp", mode=mode)
+    single = _train(_cfg(tmp_path / "single", mode=mode))
     for which in ("student", "teacher"):
         assert _max_difference(ranks[0][which], ranks[1][which]) == 0.0  # the ranks hold the same model
         diff = _max_difference(ranks[0][which], getattr(single, which).state_dict())

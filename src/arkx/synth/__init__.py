@@ -19,6 +19,18 @@ same way in every dataset (:data:`LABEL_CONCEPTS`), under a per-dataset acquisit
 (:data:`SITES`). Everything is deterministic from ``seed``; each dataset has its own random
 stream derived from ``(seed, dataset name)``, so generating a subset gives the same files.
 
+Ark's premise, as these datasets model it (guarded by ``tests/synth/test_synth_premise.py``): the
+providers share one set of latent findings (:data:`CONCEPTS`), each named in the provider's own
+vocabulary (effusion is NIH's "Effusion", CheXpert's and MIMIC's "Pleural Effusion", VinDr's "Pleural
+effusion"; opacity is NIH's "Infiltration", VinDr's "Infiltration" and "Lung Opacity", and CheXpert's,
+MIMIC's and RSNA's "Lung Opacity"), at the provider's own prevalences, drawn by the same function
+everywhere under a per-provider acquisition look that never depends on the labels. Each provider records
+its labels with its own habits and noise: CheXpert's and MIMIC's report labeler (positive / uncertain /
+not mentioned; uncertain positives drawn fainter), NIH's text miner (misses about one present finding in
+ten, mentions about one absent finding in two hundred), VinDr's three readers (each may miss a finding,
+so the majority vote sometimes does), RSNA's and Shenzhen's adjudicated classes (clean). Label noise
+comes from its own random stream: adding it left every image as it was.
+
 Layout: :mod:`.providers` holds one module per dataset adapter (``providers/chexpert.py`` writes what
 ``arkx/data/adapters/chexpert.py`` reads); they share the drawing (:mod:`.anatomy`), the random draws
 (:mod:`.sampling`), the writers of files (:mod:`.files`, :mod:`.dicom`, :mod:`.ids`), the per-label

@@ -1,8 +1,9 @@
 """Random draws every provider shares: per-image seeds, demographics, the latent truth of a dataset
-(prevalences, normal images, at least ``MIN_POSITIVES`` positives of every label in every split),
-what a report labeler records from it, patient-level split quotas, and the findings drawn for
-positive labels. Every function draws from the ``rng`` it is given, in a fixed order: the written
-datasets depend on that order, so it must not change."""
+(prevalences, normal images, at least ``MIN_POSITIVES`` positives of every label in every split), what a
+report labeler or a text miner records from it (label noise, drawn from a stream of its own:
+:func:`label_noise_stream`), patient-level split quotas, and the findings drawn for positive labels.
+Every function draws from the ``rng`` it is given, in a fixed order: the written datasets depend on that
+order, so it must not change."""
 
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def observe_labeler(rng, T: np.ndarray, normal: np.ndarray, p_pos=(0.75, 0.15), 
     neg = np.where(r < p_neg[0], 0.0, np.where(r < p_neg[0] + p_neg[1], -1.0, np.nan))
     neg[normal] = np.where(r[normal] < p_neg[0], 0.0, np.nan)
     return np.where(T, pos, neg)
+
+
+def label_noise_stream(rng: np.random.Generator) -> np.random.Generator:
+    """An independent stream for label noise, spawned from ``rng`` without drawing from it: the images a
+    writer draws afterwards stay exactly those it drew before label noise was modelled."""
+    return rng.spawn(1)[0]
+
+
+def mine_text_labels(rng, T: np.ndarray, normal: np.ndarray, groups: np.ndarray, p_miss: float = 0.10,
+                     p_false: float = 0.005, k: int = MIN_POSITIVES) -> np.ndarray:
+    """What a report text-miner records from the truth ``T``: each present finding is missed with
+    probability ``p_miss``, each absent one mentioned with probability ``p_false`` (bool array like ``T``).
+
+    Best effort per group, as :func:`ensure_truth`: >= k recorded positives of every label (restored from
+    missed true positives) and >= k images recorded with no finding (spurious mentions on normal images
+    removed)."""
+    r = rng.random(T.shape)
+    rec = np.where(T, r >= p_miss, r < p_false)
+    obs = rec.astype(float)
+    ensure_observed(rng, obs, T, groups, k)
+    rec = obs == 1.0
+    for gname in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == gname)
+        need = k - int((~rec[idx].any(axis=1)).sum())
+        if need > 0:
+            for u in rng.permutation(idx[normal[idx] & rec[idx].any(axis=1)])[:need]:
+                rec[u] = False
+    return rec
 
 
 def split_by_quota(rng, n: int, fractions: dict[str, float]) -> np.ndarray:

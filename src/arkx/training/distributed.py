@@ -152,6 +152,23 @@ def all_sum(value: torch.Tensor, dist_ctx: Distributed) -> torch.Tensor:
     return reduced
 
 
+def average_gradients(module: torch.nn.Module, dist_ctx: Distributed) -> None:
+    """Every parameter's gradient replaced by its mean over ranks: one all-reduce per dtype over the
+    flattened gradients (the ranks run the same step, so the same parameters have gradients on each)."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            by_dtype.setdefault(parameter.grad.dtype, []).append(parameter.grad)
+    for grads in by_dtype.values():
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= dist_ctx.world_size
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+
 def gather_objects(obj: Any, dist_ctx: Distributed) -> list[Any]:
     """Every rank's ``obj`` in rank order (``[obj]`` in a single-process run)."""
     if not dist_ctx.enabled:

@@ -44,6 +44,7 @@ from .distributed import (
     Distributed,
     all_mean,
     all_sum,
+    average_gradients,
     broadcast_buffers,
     check_in_sync,
     wrap_student,
@@ -119,6 +120,9 @@ class Engine(NonFiniteGuard, TaskEvaluation):
         # DDP (a multi-process job): built before the teacher copies the student, so the teacher starts from
         # the weights DDP broadcast from rank 0
         self.ddp = wrap_student(self.student, self._student_part, self.device) if dist.enabled else None
+        # a concurrent step sums several forward passes into one backward, which DDP (one forward per backward)
+        # does not support: its gradients are averaged by one coalesced all-reduce after the backward instead
+        self._average_by_hand = False
         self.teacher = make_teacher(self.student)
         self.optimizer = build_optimizer(self.student, t, fused=self.device.type == "cuda")
         self.autocast = autocast_for(t.amp, self.device)
@@ -229,7 +233,7 @@ class Engine(NonFiniteGuard, TaskEvaluation):
         (the head, given the loss ``targets``, e.g. for the detector's denoising queries, and the sites that
         apply to ``task`` read one pass)."""
         objective = self.objective
-        if self.ddp is not None:
+        if self.ddp is not None and not self._average_by_hand:
             output, student_sites = self.ddp(task, x_student, targets)
         else:
             output, student_sites = self._student_part(task, x_student, targets)
@@ -325,6 +329,8 @@ class Engine(NonFiniteGuard, TaskEvaluation):
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if self._average_by_hand:
+                average_gradients(self.student, self.dist)
             if t.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.student.parameters(), t.grad_clip)
@@ -332,6 +338,8 @@ class Engine(NonFiniteGuard, TaskEvaluation):
             self.scaler.update()
             return
         loss.backward()
+        if self._average_by_hand:
+            average_gradients(self.student, self.dist)
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), t.grad_clip)
         self.optimizer.step()
@@ -388,6 +396,7 @@ class Engine(NonFiniteGuard, TaskEvaluation):
         aug_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 1))
         label_gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, step.index, 2 + 1000 * self.dist.rank))
         loaders = [self.train_loader(name, task) for name, task in step.parts]
+        self._average_by_hand = self.ddp is not None and len(step.parts) > 1
         phases = self.phases(step)
         lengths = [self._seed_samplers(step, loaders, phase) for phase in phases]
         if len(phases) > 1 and lengths[0] == 0:

@@ -1,6 +1,13 @@
 """Synthetic NIH ChestX-ray14 (read by :mod:`arkx.data.adapters.nih14`): ``Data_Entry_2017_v2020.csv``
 and ``BBox_List_2017.csv`` with their shipped headers, ``train_val_list.txt`` / ``test_list.txt``
 (patient-disjoint) and ``images_NNN/images/*.png``; boxes of the eight box labels for test images.
+
+Label noise: NIH's labels were text-mined from reports, so ``Finding Labels`` is what a miner records
+from the drawn truth (:func:`~arkx.synth.sampling.mine_text_labels`): a present finding is missed with
+probability :data:`P_MISSED` (the image still shows it), an absent one mentioned with probability
+:data:`P_FALSE_MENTION` (the image does not show it), in every split as in the real files. Boxes are
+given only for recorded labels. The noise has its own random stream, so the images are those drawn
+before label noise was modelled.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from ..sampling import (
     draw_seed,
     ensure_truth,
     findings_for,
+    label_noise_stream,
+    mine_text_labels,
     sample_truth,
     sex_age,
     split_by_quota,
@@ -64,6 +73,9 @@ PREVALENCE_BY_LABEL: dict[str, float] = {
     "Emphysema": 0.06, "Fibrosis": 0.06, "Pleural_Thickening": 0.06, "Hernia": 0.05,
 }
 NORMAL_FRACTION = 0.35  # studies/images without any finding
+#: text-mined labels: fraction of present findings not recorded, of absent findings recorded (arkx's choice)
+P_MISSED = 0.10
+P_FALSE_MENTION = 0.005
 #: acquisition look of this dataset
 SITE = Site(
     "nih14",
@@ -98,6 +110,7 @@ def write_nih14(folder: Path, rng: np.random.Generator, n: int, size: int) -> Pa
         rng, len(images), [PREVALENCE_BY_LABEL[lab] for lab in NIH14_LABELS], NORMAL_FRACTION
     )
     ensure_truth(rng, T, normal, groups)
+    recorded = mine_text_labels(label_noise_stream(rng), T, normal, groups, P_MISSED, P_FALSE_MENTION)
     entries, bbox_rows = [], []
     sizes = [(2500, 2048, 0.168), (2048, 2500, 0.168), (2992, 2991, 0.143), (3056, 2544, 0.139), (2021, 2021, 0.194311)]
     names = [f"{p:08d}_{fu:03d}.png" for p, fu, *_ in images]
@@ -112,13 +125,14 @@ def write_nih14(folder: Path, rng: np.random.Generator, n: int, size: int) -> Pa
         folder_no = 1 + sum(u >= b for b in bounds)
         save_gray(root / f"images_{folder_no:03d}" / "images" / names[u], drawn.image, "PNG")
         w, h, sp = sizes[int(rng.integers(len(sizes)))]
-        text = "|".join(sorted(lab for lab, _ in pos)) or "No Finding"
+        said = {lab for j, lab in enumerate(NIH14_LABELS) if recorded[u, j]}
+        text = "|".join(sorted(said)) or "No Finding"
         entries.append(
             [names[u], text, str(fu), str(p), str(age), sex, view, str(w), str(h), fmt_num(sp), fmt_num(sp)]
         )
         if groups[u] == "test":
             for label, boxes in boxes_by_label(drawn, owners).items():
-                if label in NIH_BBOX_LABELS:
+                if label in NIH_BBOX_LABELS and label in said:
                     x0, y0, x1, y1 = boxes[0]
                     bbox_rows.append(
                         [

@@ -2,6 +2,13 @@
 (three readers per training image, one of them missing some findings; the test labels are the
 consensus), boxes of the local labels, and 12/14/16-bit DICOMs (some MONOCHROME1, some with rescale
 or window tags) in ``train/<image_id>.dicom`` / ``test/<image_id>.dicom``, larger and non-square.
+
+Reader disagreement: one of the three readers of a training image (the dissenter) misses each finding
+with probability 0.25, and every reader, the dissenter included, also misses each finding with
+probability :data:`P_READER_MISS` (from its own random stream, so the images are those drawn before
+it was modelled). When two readers miss a finding, the majority vote misses it too: the aggregated
+training labels are noisy (about 7 % of present findings missed), the test labels (consensus) are the
+truth. A missed finding loses that reader's label and box; readers never mark an absent finding.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from ..dicom import write_dicom
 from ..files import fmt_num, write_csv
 from ..ids import random_hex
 from ..sampling import (
+    MIN_POSITIVES,
     draw_seed,
     ensure_truth,
     findings_for,
+    label_noise_stream,
     sample_truth,
 )
 
@@ -82,6 +91,8 @@ PREVALENCE_BY_LABEL: dict[str, float] = (
        "Lung Opacity": 0.10, "Other lesion": 0.08, "Other diseases": 0.10, "Tuberculosis": 0.06}
 )  # fmt: skip
 NORMAL_FRACTION = 0.35  # studies/images without any finding
+#: probability that any one reader misses a present finding, on top of the dissenter's misses (arkx's choice)
+P_READER_MISS = 0.10
 #: acquisition look of this dataset
 SITE = Site(
     "vindr_cxr",
@@ -118,6 +129,21 @@ def _vindr_dicom(path: Path, img: np.ndarray, rng, image_id: str, sex: str, age:
     return {"bits": bits, "mono1": mono1}
 
 
+def reader_misses(rng, T: np.ndarray, train: np.ndarray, p: float = P_READER_MISS,
+                  k: int = MIN_POSITIVES) -> np.ndarray:
+    """``[n, 3, L]``: reader slot ``r`` of image ``u`` misses its finding ``j`` (only where ``T`` is true).
+
+    Best effort: every label keeps >= k training images that no reader slot misses, so that its majority
+    label has positives whichever slot the dissenter is."""
+    miss = (rng.random((T.shape[0], 3, T.shape[1])) < p) & T[:, None, :]
+    for j in range(T.shape[1]):
+        pos = np.flatnonzero(train & T[:, j])
+        need = k - int((~miss[pos, :, j].any(axis=1)).sum())
+        if need > 0:
+            miss[rng.permutation(pos[miss[pos, :, j].any(axis=1)])[:need], :, j] = False
+    return miss
+
+
 def write_vindr_cxr(folder: Path, rng: np.random.Generator, n: int, size: int) -> Path:
     """PhysioNet VinDr-CXR 1.0.0: ``annotations/*.csv``, ``train/<image_id>.dicom``, ``test/<image_id>.dicom``."""
     root = folder
@@ -127,6 +153,7 @@ def write_vindr_cxr(folder: Path, rng: np.random.Generator, n: int, size: int) -
     groups = np.array(["train"] * (n - n_test) + ["test"] * n_test, dtype=object)
     T, normal = sample_truth(rng, n, [PREVALENCE_BY_LABEL[lab] for lab in labels], NORMAL_FRACTION)
     ensure_truth(rng, T, normal, groups)
+    reader_miss = reader_misses(label_noise_stream(rng), T, groups == "train")
     shapes = [(int(round(1.25 * size)), size), (int(round(1.2 * size)), int(round(1.05 * size))),
               (int(round(1.1 * size)), int(round(1.2 * size)))]  # fmt: skip
     local = set(VINDR_LOCAL_LABELS)
@@ -165,12 +192,16 @@ def write_vindr_cxr(folder: Path, rng: np.random.Generator, n: int, size: int) -
         for k, rad in enumerate(readers):
             seen = T[u].copy()
             if k == dissenter:
-                seen &= rng.random(len(labels)) >= 0.25  # one reader misses some findings; majority = truth
-            nf = int(not seen.any())
-            lab_rows["train"].append([image_id, rad] + [str(int(x)) for x in seen] + [str(nf)])
+                seen &= rng.random(len(labels)) >= 0.25  # the dissenter misses some findings
+            # the main stream is drawn as before the extra misses (box jitter of `seen` included), so that
+            # the images that follow are unchanged; `said` is what this reader records
+            said = seen & ~reader_miss[u, k]
+            nf = int(not said.any())
+            lab_rows["train"].append([image_id, rad] + [str(int(x)) for x in said] + [str(nf)])
             if nf:
                 ann_rows["train"].append([image_id, rad, "No finding", "", "", "", ""])
-                continue
+                if not seen.any():
+                    continue
             for j, lab in enumerate(labels):
                 if not seen[j] or lab not in local:
                     continue
@@ -178,7 +209,8 @@ def write_vindr_cxr(folder: Path, rng: np.random.Generator, n: int, size: int) -
                     jx, jy = rng.integers(-2, 3, 2) * max(1, size // 128)
                     bx0, by0 = float(np.clip(x0 + jx, 0, W - 2)), float(np.clip(y0 + jy, 0, H - 2))
                     bx1, by1 = float(np.clip(x1 + jx, bx0 + 1, W)), float(np.clip(y1 + jy, by0 + 1, H))
-                    ann_rows["train"].append([image_id, rad, lab] + [fmt_num(x) for x in (bx0, by0, bx1, by1)])
+                    if said[j]:
+                        ann_rows["train"].append([image_id, rad, lab] + [fmt_num(x) for x in (bx0, by0, bx1, by1)])
     ann = root / "annotations"
     write_csv(ann / "image_labels_train.csv", VINDR_TRAIN_COLUMNS, lab_rows["train"])
     write_csv(ann / "image_labels_test.csv", VINDR_TEST_COLUMNS, lab_rows["test"])
