@@ -168,9 +168,9 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     from arkx.demo import run_demo
 
     # the CLI's default --out is relative (we are in tmp_path): every path must still resolve
-    result = run_demo("demo", n=60, size=48, rounds=1, progress=False)
+    result = run_demo("demo", seeds=(0,), n=60, size=48, rounds=1, progress=False)
     table = result.table
-    assert list(table["dataset"]) == ["mimic_cxr", "chexpert", "nih14", "rsna", "vindr_cxr", "shenzhen"]
+    assert list(table["dataset"])[:6] == ["mimic_cxr", "chexpert", "nih14", "rsna", "vindr_cxr", "shenzhen"]
     assert table[["ark_teacher_auc", "single_dataset_auc"]].notna().all().all()
     assert (table[["ark_teacher_auc", "single_dataset_auc"]] <= 1).all().all()
     assert (tmp_path / "demo" / "demo_table.csv").exists()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import arkx
+import arkx.api  # noqa: F401  (the tests patch its functions)
 from arkx.cli import build_parser, main
 from arkx.errors import ArkxValueError
 

@@ -24,6 +24,7 @@ _API = {
     "finetune": "arkx.transfer.finetune", "FinetuneResult": "arkx.transfer.finetune",
     "evaluate": "arkx.api", "compare_runs": "arkx.api", "compare_models": "arkx.api",
     "report": "arkx.api",
+    "experiment": "arkx.experiments", "ExperimentResult": "arkx.experiments",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -49,6 +49,7 @@ from .train import _add_demo, _add_pretrain, _cmd_demo, _cmd_pretrain
 from .evaluate import _add_evaluate, _cmd_evaluate
 from .report import _add_report, _cmd_report
 from .federate import _add_federate, _cmd_federate
+from .experiment import _add_experiment, _cmd_experiment
 
 __all__ = ["COMMANDS", "DESCRIPTION", "EPILOG", "build_parser", "main"]
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_demo, _add_pretrain, _add_prepare, _add_datasets, _add_cache,
                 _add_embed, _add_probe, _add_info, _add_export, _add_zeroshot,
-                _add_predict, _add_finetune, _add_evaluate, _add_report, _add_federate):
+                _add_predict, _add_finetune, _add_evaluate, _add_report, _add_federate, _add_experiment):
         add(sub)
     return parser
 
@@ -87,7 +88,7 @@ COMMANDS = {"synth": _cmd_synth, "demo": _cmd_demo, "pretrain": _cmd_pretrain, "
             "embed": _cmd_embed, "probe": _cmd_probe, "info": _cmd_info, "export": _cmd_export,
             "zeroshot": _cmd_zeroshot, "predict": _cmd_predict,
             "finetune": _cmd_finetune, "evaluate": _cmd_evaluate, "report": _cmd_report,
-            "federate": _cmd_federate}
+            "federate": _cmd_federate, "experiment": _cmd_experiment}
 
 
 def _configure_logging(quiet: bool) -> None:

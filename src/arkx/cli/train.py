@@ -14,12 +14,14 @@ from ._common import _examples
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="synthesize data, pretrain Ark on the CPU, print the comparison table",
                        description="Synthesize six datasets, pretrain Ark on all of them on the CPU and compare "
-                                   "with single-dataset runs.",
-                       **_examples("arkx demo --out arkx-demo --rounds 10"))
+                                   "with single-dataset runs, over three seeds (means with 95% CIs, paired "
+                                   "differences). Running it again continues the folder.",
+                       **_examples("arkx demo --out arkx-demo", "arkx demo --seeds 0 1 2 3 4 --rounds 8"))
     p.add_argument("--out", type=Path, default=Path("arkx-demo"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=None, help="images per synthetic dataset (default 500)")
-    p.add_argument("--rounds", type=int, default=None, help="pretraining rounds (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (seeds SEED, SEED+1, SEED+2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="the seeds (default 0 1 2)")
+    p.add_argument("--n", type=int, default=None, help="images per synthetic dataset (default 300; --foundation-x 200)")
+    p.add_argument("--rounds", type=int, default=None, help="pretraining rounds (default 8; --foundation-x 12)")
     p.add_argument("--no-baselines", action="store_true", help="skip the single-dataset baselines")
     p.add_argument("--foundation-x", action="store_true",
                    help="Foundation X (X-CLS) on synthetic classification, localization and segmentation datasets, "
@@ -27,14 +29,15 @@ def _add_demo(sub) -> None:
 
 
 def _cmd_demo(args) -> int:
-    from ..demo import format_table, run_demo
+    from ..demo import DEMO_N, DEMO_ROUNDS, format_table, run_demo
 
     if args.foundation_x:
         return _foundation_x_demo(args)
-    result = run_demo(args.out, seed=args.seed, n=args.n or 500, rounds=args.rounds or 10,
+    result = run_demo(args.out, seed=args.seed, seeds=args.seeds, n=args.n or DEMO_N, rounds=args.rounds or DEMO_ROUNDS,
                       baselines=not args.no_baselines, progress=not args.quiet)
-    _print_demo("Test mean AUC per dataset (teacher), Ark-6 vs the same budget on one dataset:",
-                format_table(result.table), result)
+    seeds = " ".join(map(str, result.experiment.seeds))
+    _print_demo(f"Test mean AUC per dataset (teacher), Ark-6 vs the same budget on one dataset; mean over seeds "
+                f"{seeds} [95% t-interval], Δ paired by seed (p: paired t-test):", format_table(result.table), result)
     return 0
 
 
