@@ -23,21 +23,29 @@ leaves a note in its section of the page saying what is missing and how to get i
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import html
 import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..errors import ArkxError, ArkxFileNotFoundError, ArkxValueError
+from ..errors import ArkxFileNotFoundError, ArkxValueError
 from . import plots
+from .report_page import (
+    Section,
+    _html_table,
+    _number,
+    _one_line,
+    _write_atomically,
+    render_page,
+)
+from .report_predictions import (  # noqa: F401
+    CLASSIFICATION_KINDS,
+    HeadPredictions,
+    predict_run,
+    prediction_sections,
+)
 from .reports import read_metrics
 
 log = logging.getLogger("arkx.evaluation")
@@ -47,34 +55,6 @@ REPORT_FILE = "report.html"
 LOSSES_FILE = "losses.csv"
 BIAS_FILE = "bias.csv"
 PROBE_DIR = "probe"
-CLASSIFICATION_KINDS = ("multilabel", "multiclass")
-
-
-# ---------------------------------------------------------------------------- the page's parts
-@dataclass
-class Section:
-    """One section of the page: a title, figures (PNG paths), and text: an HTML ``body`` built by the code
-    (already escaped) and ``notes`` (plain text, escaped on output) saying what is missing and why."""
-
-    key: str
-    title: str
-    intro: str = ""
-    figures: list[tuple[Path, str]] = field(default_factory=list)  # (png, caption)
-    body: str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class HeadPredictions:
-    """A classification head's outputs on a (sampled) split: probabilities, raw targets, embeddings."""
-
-    dataset: str
-    kind: str
-    label_names: tuple[str, ...]
-    scores: np.ndarray  # [n, L]
-    targets: np.ndarray  # [n, L], raw (1, 0, -1 uncertain, NaN unknown)
-    embeddings: np.ndarray  # [n, D], the projector's output (what the heads read)
-    n_split: int  # usable images in the split (n may be a sample of them)
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -308,142 +288,6 @@ def learning_section(run_dir: Path, out: Path) -> Section:
     return section
 
 
-# ---------------------------------------------------------------------------- predictions: ROC and t-SNE
-def prediction_sections(run_dir: Path, out: Path, *, enabled: bool, which: str, split: str, device: str,
-                        max_images: int, tsne_per_dataset: int, seed: int, progress: bool) -> list[Section]:
-    roc = Section("roc", f"ROC curves per head ({which}, {split} split)",
-                  "One curve per label (one-vs-rest per class for a multiclass head); labels with one class "
-                  "only among the known targets have no curve.")
-    tsne = Section("tsne", f"t-SNE of the embeddings ({which}, {split} split)",
-                   "The projector's output (what every head reads) of a seeded sample of each dataset, mapped to "
-                   "2-D by t-SNE. Left: by dataset; right: by finding, each image tagged with its positive label "
-                   "that is most frequent over the sample (a finding that several datasets name alike gets one "
-                   "colour).")
-    if not enabled:
-        note = "predictions were not computed (predictions=False / --no-predictions)"
-        roc.notes.append(note)
-        tsne.notes.append(note)
-        return [roc, tsne]
-    heads, notes = predict_run(run_dir, which=which, split=split, device=device, max_images=max_images, seed=seed,
-                               progress=progress)
-    roc.notes += notes
-    tsne.notes += notes
-    _roc_figures(roc, heads, out, split)
-    _tsne_figure(tsne, heads, out, tsne_per_dataset, seed)
-    return [roc, tsne]
-
-
-def _roc_figures(section: Section, heads: list[HeadPredictions], out: Path, split: str) -> None:
-    for head in heads:
-        curves, skipped = plots.roc_curves(head.scores, head.targets, head.label_names, head.kind)
-        sample = (f"{len(head.scores)} {split} images" if len(head.scores) == head.n_split
-                  else f"a seeded sample of {len(head.scores)} of {head.n_split} {split} images")
-        path = plots.plot_roc(head.dataset, curves, out / f"roc_{_safe(head.dataset)}.png",
-                              subtitle=f"{head.kind}, {sample}")
-        if path is None:
-            section.notes.append(f"{head.dataset}: no label has both classes among the {split} images used, so no "
-                                 "ROC curve")
-            continue
-        caption = f"{head.dataset} ({head.kind}): {sample}."
-        if skipped:
-            caption += " No curve for: " + "; ".join(f"{name} ({why})" for name, why in skipped) + "."
-        section.figures.append((path, caption))
-
-
-def _tsne_figure(section: Section, heads: list[HeadPredictions], out: Path, per_dataset: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    vectors, datasets, positives = [], [], []
-    for head in heads:
-        take = np.arange(len(head.embeddings))
-        if len(take) > per_dataset:
-            take = np.sort(rng.choice(take, size=per_dataset, replace=False))
-        vectors.append(head.embeddings[take])
-        datasets += [head.dataset] * len(take)
-        positives += [[head.label_names[j] for j in np.flatnonzero(row == 1)] for row in head.targets[take]]
-    n = sum(len(v) for v in vectors)
-    if n < 5:
-        if heads:
-            section.notes.append(f"only {n} embedded image(s): too few for a t-SNE map")
-        return
-    coords = plots.tsne_map(np.concatenate(vectors), seed=seed)
-    path = plots.plot_tsne(coords, datasets, plots.primary_findings(positives), out / "tsne.png",
-                           title=f"t-SNE of {n} embeddings (at most {per_dataset} per dataset, seed {seed})")
-    section.figures.append((path, f"{n} images from {len(heads)} dataset(s); perplexity min(30, (n - 1) / 3)."))
-
-
-def predict_run(run_dir: Path, *, which: str = "teacher", split: str = "test", device: str = "auto",
-                max_images: int = 1000, seed: int = 0, progress: bool = False
-                ) -> tuple[list[HeadPredictions], list[str]]:
-    """The run's classification heads on ``split`` of its configured datasets, read from its image cache (as
-    evaluation reads them), and notes naming what could not be predicted and why."""
-    from ..config import load_config, with_absolute_paths
-    from ..models.files import load_model
-    from ..training.engine import resolve_device
-
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        return [], [f"no config.yaml in {run_dir}: the datasets to predict on are unknown"]
-    try:
-        cfg = with_absolute_paths(load_config(cfg_path), cwd=run_dir.parent)
-        model = load_model(run_dir, which)
-        torch_device = resolve_device(device)
-    except (ArkxError, OSError, RuntimeError, ValueError) as err:
-        return [], [f"no predictions: {_one_line(err)}"]
-    model = model.to(torch_device).eval()
-    cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
-    heads, notes = [], []
-    for ds_cfg in cfg.datasets:
-        try:
-            head = _predict_dataset(model, ds_cfg, cfg, cache_root, which, split, torch_device, max_images, seed,
-                                    progress)
-        except (ArkxError, OSError, ValueError) as err:
-            notes.append(f"{ds_cfg.head_name}: not reachable from here ({_one_line(err)}); no predictions for it")
-            continue
-        if isinstance(head, str):
-            notes.append(f"{ds_cfg.head_name}: {head}")
-        else:
-            heads.append(head)
-    return heads, notes
-
-
-def _predict_dataset(model, ds_cfg, cfg, cache_root: Path, which: str, split: str, device, max_images: int,
-                     seed: int, progress: bool) -> HeadPredictions | str:
-    """One dataset's head outputs (or a string saying why there are none)."""
-    import torch
-
-    from ..data.loaders import _read_row, prepare_dataset
-    from ..data.transforms import eval_view
-    from ..tasks import get_kind
-
-    name = ds_cfg.head_name
-    if name not in model.heads:
-        return f"the {which} has no classification head {name!r} (no ROC curve for detection or segmentation)"
-    ds = prepare_dataset(ds_cfg, cfg.data, cache_root, cfg.run.seed, progress=progress, require_labels=False)
-    if ds.task is None or ds.task.kind not in CLASSIFICATION_KINDS:
-        return "no image-level labels here (no ROC curve for detection or segmentation)"
-    rows = ds.indices(split)
-    if len(rows) == 0:
-        return f"no usable images in the {split} split"
-    n_split = len(rows)
-    if len(rows) > max_images:  # a seeded sample: the same images every time the report is written
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_images, replace=False))
-    kind = get_kind(ds.task.kind)
-    scores, embeddings = [], []
-    batch_size = cfg.data.eval_batch_size
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([_read_row(ds.images, int(r)) for r in chunk]))
-            if batch.dim() == 3:  # cache rows are [S, S]: add the channel
-                batch = batch.unsqueeze(1)
-            projection, logits = model(eval_view(batch.to(device), cfg.data.image_size), name)
-            scores.append(kind.predict(logits).float().cpu().numpy())
-            embeddings.append(projection.float().cpu().numpy())
-    return HeadPredictions(dataset=name, kind=ds.task.kind, label_names=tuple(ds.task.label_names),
-                           scores=np.concatenate(scores), targets=np.asarray(ds.records.labels[rows], dtype=float),
-                           embeddings=np.concatenate(embeddings), n_split=n_split)
-
-
 # ---------------------------------------------------------------------------- probes and bias
 def find_probe_files(run_dir: Path) -> list[Path]:
     """``RUN/probe/*.csv``, a summary file left out when its per-label file is there (same results)."""
@@ -519,116 +363,3 @@ def config_section(run_dir: Path) -> Section:
     except (OSError, UnicodeDecodeError) as err:
         section.notes.append(f"{path} could not be read ({_one_line(err)})")
     return section
-
-
-# ---------------------------------------------------------------------------- HTML
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2430;
-background:#f6f7f9;line-height:1.45}
-header{background:#1d2b3a;color:#fff;padding:18px 32px}header h1{margin:0 0 6px;font-size:22px}
-header p{margin:2px 0;font-size:13px;color:#c9d3de}
-nav{padding:8px 32px;background:#e8ecf1;font-size:13px}nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
-main{padding:8px 32px 40px;max-width:1400px}
-section{background:#fff;border:1px solid #dde2e8;border-radius:6px;margin:18px 0;padding:14px 20px}
-h2{font-size:18px;margin:4px 0 8px}.intro{color:#4a5563;font-size:14px;margin:0 0 10px}
-.figs{display:flex;flex-wrap:wrap;gap:12px}.figs figure{margin:12px 0;max-width:100%}
-.figs.multi figure{flex:1 1 520px;max-width:680px}
-figure img{max-width:100%;height:auto;border:1px solid #eef0f3}
-figcaption{font-size:13px;color:#4a5563}
-.note{background:#fff7e0;border-left:4px solid #e0a800;padding:6px 10px;font-size:13px;margin:8px 0}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left}th{background:#eef1f5}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f3f5f8;padding:10px;font-size:12px;overflow:auto;max-height:520px}
-details summary{cursor:pointer;font-size:13px;color:#1f5fa8;margin-top:6px}
-"""
-
-
-def render_page(run_dir: Path, sections: list[Section], summary: dict) -> str:
-    """The whole page as one string (no external resource: images inline, CSS inline, no script)."""
-    from .. import __version__
-
-    facts = [f"run folder {run_dir.resolve()}",
-             f"written {_dt.datetime.now().astimezone().isoformat(timespec='seconds')} by arkx {__version__}"]
-    if summary:
-        facts.append(f"steps {summary.get('steps_done', '?')} of {summary.get('total_steps', '?')}"
-                     f"{' (finished)' if summary.get('finished') else ' (not finished)'}; training time "
-                     f"{float(summary.get('train_seconds', 0.0)):.0f} s; images seen {summary.get('images_seen', '?')}")
-    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>arkx report: {html.escape(run_dir.name)}</title><style>{_CSS}</style></head><body>",
-             f"<header><h1>arkx report: {html.escape(run_dir.name)}</h1>",
-             *(f"<p>{html.escape(fact)}</p>" for fact in facts), "</header>",
-             "<nav>" + "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections) + "</nav><main>"]
-    parts += [_render_section(s) for s in sections]
-    parts.append("</main></body></html>")
-    return "\n".join(parts)
-
-
-def _render_section(section: Section) -> str:
-    parts = [f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>']
-    if section.intro:
-        parts.append(f'<p class="intro">{html.escape(section.intro)}</p>')
-    parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
-    if section.figures:  # several figures (ROC per head) sit side by side where the window is wide enough
-        parts.append(f'<div class="figs{" multi" if len(section.figures) > 1 else ""}">')
-        for path, caption in section.figures:
-            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{html.escape(section.title)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        parts.append("</div>")
-    if section.body:
-        parts.append(section.body)
-    parts.append("</section>")
-    return "\n".join(parts)
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.itertuples(index=False):
-        cells = []
-        for value in record:
-            numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            text = "" if value is None or (np.isscalar(value) and pd.isna(value)) else str(value)
-            cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric or _looks_numeric(text)
-                         else f"<td>{html.escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _number(value) -> str:
-    value = pd.to_numeric(value, errors="coerce")
-    return "n/a" if pd.isna(value) else f"{float(value):.4f}"
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe form of a head name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:240] or type(err).__name__
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (or a browser refreshing) never sees half a page."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is as readable as any file written
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
