@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import ArkConfig, Precision
+from ..config import ArkConfig
 from ..data.batch import Batch
 from ..data.geometry import warp_batch
 from ..data.loaders import PreparedDataset, make_loader, shuffle_of
@@ -39,6 +39,7 @@ from ..models.ark import ArkModel
 from ..tasks import Task, get_kind
 from . import schedule as sched
 from .callbacks import Callback, default_callbacks
+from .devices import autocast_for, resolve_device, to_device  # noqa: F401  (re-exported)
 from .distributed import (
     SINGLE,
     Distributed,
@@ -63,23 +64,6 @@ log = logging.getLogger("arkx.training")
 def derive_seed(seed: int, step: int, salt: int = 0) -> int:
     """A distinct 63-bit seed per (run seed, schedule step, purpose)."""
     return (seed * 0x9E3779B1 + (step + 1) * 0x85EBCA77 + salt * 0xC2B2AE3D) % (2**63 - 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast_for(amp: Precision, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A zero-argument context factory for the configured mixed precision."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -300,7 +284,7 @@ class Engine(NonFiniteGuard, TaskEvaluation):
             # the targets are made on the CPU copy (the policy's draws come from a CPU generator): no device sync
             targets = self.objective.targets(task, batch, data, label_gen)
             images = batch.images.to(self.device, non_blocking=True)
-            targets = _to_device(targets, self.device)
+            targets = to_device(targets, self.device)
             x_student, x_teacher = self._views(images, aug_gen, params)
         with self.autocast():
             output, student_sites, teacher_sites = self._forward(task, x_student, x_teacher, targets)
@@ -496,17 +480,6 @@ class Engine(NonFiniteGuard, TaskEvaluation):
         finally:
             self.metrics.close()
         return summary
-
-
-def _to_device(targets: Any, device: torch.device) -> Any:
-    """``targets`` (a tensor, or lists / dicts of tensors as a kind makes them) on ``device``."""
-    if isinstance(targets, torch.Tensor):
-        return targets.to(device, non_blocking=True)
-    if isinstance(targets, dict):
-        return {k: _to_device(v, device) for k, v in targets.items()}
-    if isinstance(targets, (list, tuple)):
-        return type(targets)(_to_device(v, device) for v in targets)
-    return targets
 
 
 def _progress(enabled: bool, total_steps: int, completed: int) -> Any:
