@@ -209,13 +209,13 @@ def format_comparison(table: pd.DataFrame) -> str:
                      f"{'p (paired t)':>12} pairs")
         for r in table.itertuples(index=False):
             lines.append(f"{r.dataset:<14} {str(r.label)[:26]:<26} {r.metric:<8} {r.mean:>14.4f} {r.baseline_mean:>8.4f} "
-                         f"{r.diff_mean:>+8.4f} {_p(r.p_value):>12} {r.n_pairs:>5}")
+                         f"{r.diff_mean:>+8.4f} {format_p(r.p_value):>12} {r.n_pairs:>5}")
         return "\n".join(lines)
     lines.append(f"{'dataset':<14} {'label':<26} {'model':>7} {'base':>7} {'diff [95% CI]':>26} {'p (boot)':>9}")
     for r in table.itertuples(index=False):
         ci = f"{r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if not pd.isna(r.diff) else "n/a"
         lines.append(f"{r.dataset:<14} {str(r.label)[:26]:<26} {r.value:>7.4f} {r.baseline_value:>7.4f} {ci:>26} "
-                     f"{_p(r.p_value):>9}")
+                     f"{format_p(r.p_value):>9}")
     return "\n".join(lines)
 
 
@@ -227,7 +227,8 @@ def format_seed_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
+    """A p-value for a table: 3 significant digits, scientific below 0.001, ``n/a`` when undefined."""
     return "n/a" if pd.isna(p) else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
 
 

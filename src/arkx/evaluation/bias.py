@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArkxValueError
+from .aggregate import format_p
 from .bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, patient_bootstrap
 from .metrics import known_mask
 from .scoring import HeadPredictions
@@ -150,14 +151,11 @@ class SexBiasResult:
                  f"{'p (Wilcoxon)':>12} {'p (Holm)':>9} folds"]
         for r in self.tests.itertuples(index=False):
             lines.append(f"{str(r.label)[:26]:<26} {r.test_sex:>8} {r.same_sex_auc:>12.4f} {r.other_sex_auc:>13.4f} "
-                         f"{r.median_diff:>+11.4f} {_p(r.p_value):>12} {_p(r.p_holm):>9} {r.n_folds:>5}")
+                         f"{r.median_diff:>+11.4f} {format_p(r.p_value):>12} {format_p(r.p_holm):>9} {r.n_folds:>5}")
         for label, reason in self.skipped:
             lines.append(f"{str(label)[:26]:<26} skipped: {reason}")
         return "\n".join(lines)
 
-
-def _p(p: float) -> str:
-    return "n/a" if pd.isna(p) else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
 
 
 def _balanced_draw(rng: np.random.Generator, pools: dict[str, dict[int, np.ndarray]], fraction: float) -> dict[str, np.ndarray]:

@@ -37,8 +37,8 @@ from .report_page import (
     _html_table,
     _number,
     _one_line,
-    _write_atomically,
     render_page,
+    write_text_atomically,
 )
 from .report_predictions import (  # noqa: F401
     CLASSIFICATION_KINDS,
@@ -104,7 +104,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, predicti
     sections.append(config_section(run_dir))
     page = render_page(run_dir, sections, _read_summary(run_dir))
     path = out / REPORT_FILE
-    _write_atomically(path, page)
+    write_text_atomically(path, page)
     log.info("report of %s written to %s", run_dir, path)
     return path
 

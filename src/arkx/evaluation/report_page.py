@@ -125,7 +125,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:240] or type(err).__name__
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str) -> None:
     """A reader (or a browser refreshing) never sees half a page."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

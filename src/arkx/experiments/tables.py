@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..evaluation.aggregate import format_p
+from ..evaluation.report_page import write_text_atomically
+
 SUMMARY_COLUMNS = ("experiment", "arm", "baseline", "dataset", "metric", "n_seeds", "mean", "std", "ci_low", "ci_high",
                    "n_pairs", "diff", "diff_ci_low", "diff_ci_high", "p_value")
 LEVEL = 0.95
@@ -107,10 +110,6 @@ def _num(value: float, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _p(p: float) -> str:
-    return "n/a" if pd.isna(p) else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
-
-
 def _by_dataset(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows grouped by dataset (in order of appearance), arms in the experiment's order within each."""
     order = {d: i for i, d in enumerate(dict.fromkeys(summary["dataset"]))}
@@ -133,7 +132,7 @@ def format_summary(summary: pd.DataFrame) -> str:
             diff = f"n/a: no {r.metric} of {r.baseline} to pair with"
         else:
             diff = f"{_num(r.diff, True)} [{_num(r.diff_ci_low, True)}, {_num(r.diff_ci_high, True)}] vs {r.baseline}"
-        rows.append((r.dataset, r.metric, r.arm, f"{r.mean:.4f} ± {std}", ci, diff, _p(r.p_value), str(r.n_seeds)))
+        rows.append((r.dataset, r.metric, r.arm, f"{r.mean:.4f} ± {std}", ci, diff, format_p(r.p_value), str(r.n_seeds)))
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     right = {3, 6, 7}  # numbers right-aligned
 
@@ -152,7 +151,7 @@ def format_markdown(summary: pd.DataFrame) -> str:
         diff = (f"{_num(r.diff, True)} [{_num(r.diff_ci_low, True)}, {_num(r.diff_ci_high, True)}] vs {r.baseline}"
                 if r.baseline else "baseline")
         lines.append(f"| {r.dataset} | {r.metric} | {r.arm} | {r.mean:.4f} ± {std} | [{_num(r.ci_low)}, "
-                     f"{_num(r.ci_high)}] | {diff} | {_p(r.p_value)} | {r.n_seeds} |")
+                     f"{_num(r.ci_high)}] | {diff} | {format_p(r.p_value)} | {r.n_seeds} |")
     return "\n".join(lines)
 
 
@@ -224,7 +223,7 @@ t-test. With 2-3 seeds the test has little power: a large p is "not shown", not 
 <p>Files: results.csv (every arm, seed, dataset, label), summary.csv, runs/JOB/seed-S/ (each run).</p>
 </body></html>
 """
-    path.write_text(page)
+    write_text_atomically(path, page)
     return path
 
 
