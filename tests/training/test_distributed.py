@@ -102,11 +102,16 @@ def _train(cfg: ArkConfig, job=None) -> Engine:
     return engine
 
 
-def _worker(rank: int, world: int, port: int, out: str, cfg_kwargs: dict) -> None:
+def _join(rank: int, world: int, port: int):
+    """Join a gloo job of ``world`` processes as rank ``rank``, through the variables torchrun sets."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    job = from_environment("cpu")
+    return from_environment("cpu")
+
+
+def _worker(rank: int, world: int, port: int, out: str, cfg_kwargs: dict) -> None:
+    job = _join(rank, world, port)
     try:
         engine = _train(_cfg(out, **cfg_kwargs), job)
         state = dict(student=engine.student.state_dict(), teacher=engine.teacher.state_dict(),
@@ -159,9 +164,7 @@ def test_two_processes_train_the_weights_of_one(tmp_path, mode):
 
 
 def _diverged_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    job = from_environment("cpu")
+    job = _join(rank, world, port)
     try:
         model = torch.nn.Linear(3, 2)
         torch.nn.init.constant_(model.weight, 0.5)
